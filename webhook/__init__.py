@@ -1,0 +1,42 @@
+"""Kubernetes admission webhook server: CEL and Python policies, CloudEvents notifications.
+
+The names below are the Python policy API; everything else is reached through `webhook` commands.
+"""
+
+from webhook.authoring import (
+    AdmissionRequest,
+    Allow,
+    Audit,
+    Deny,
+    GroupVersionKind,
+    GroupVersionResource,
+    Patch,
+    UserInfo,
+    Warn,
+    allow,
+    audit,
+    deny,
+    mutating,
+    patch,
+    validating,
+    warn,
+)
+
+__all__ = [
+    "AdmissionRequest",
+    "Allow",
+    "Audit",
+    "Deny",
+    "GroupVersionKind",
+    "GroupVersionResource",
+    "Patch",
+    "UserInfo",
+    "Warn",
+    "allow",
+    "audit",
+    "deny",
+    "mutating",
+    "patch",
+    "validating",
+    "warn",
+]

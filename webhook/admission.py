@@ -1,0 +1,55 @@
+"""The admission pipeline for one parsed review: context, matching, evaluation, decision. No HTTP here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from webhook import authoring
+from webhook.policies.compiled import Phase, PolicySet
+from webhook.policies.decision import Decision, decide
+from webhook.policies.evaluation import Evaluator, RequestContext, matching_policies, namespace_context
+from webhook.policies.matching import ResourceKey
+from webhook.reviews import AdmissionRequest
+
+
+def request_context(policy_set: PolicySet, request: AdmissionRequest, raw: dict[str, Any]) -> RequestContext:
+    """Everything evaluation needs, built once per request."""
+    request_resource = request.requestResource or request.resource
+    key = ResourceKey(
+        operation=request.operation,
+        group=request.resource.group, version=request.resource.version, resource=request.resource.resource,
+        sub_resource=request.subResource,
+        request_group=request_resource.group, request_version=request_resource.version,
+        request_resource=request_resource.resource,
+        request_sub_resource=request.requestSubResource if request.requestResource else request.subResource,
+        namespaced=bool(request.namespace),
+    )
+    namespace_object, _ = namespace_context(policy_set, request.namespace)
+    cel_request = {k: v for k, v in raw.items() if k not in ("object", "oldObject")}
+    user = request.userInfo
+    return RequestContext(
+        key=key, uid=request.uid, name=request.name or _name_of(request.object) or _name_of(request.oldObject),
+        namespace=request.namespace, object=request.object, old_object=request.oldObject, request=cel_request,
+        namespace_object=namespace_object, dry_run=request.dryRun,
+        user_info=authoring.UserInfo(user.username, user.uid, tuple(user.groups), dict(user.extra)),
+    )
+
+
+def _name_of(obj: Any) -> str:
+    metadata = obj.get("metadata") if isinstance(obj, dict) else None
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    return name if isinstance(name, str) else ""
+
+
+def admit(policy_set: PolicySet, request: AdmissionRequest, raw: dict[str, Any], *, phase: Phase) -> Decision:
+    """The verdict of the policies of `phase` on one request."""
+    context = request_context(policy_set, request, raw)
+    policies = matching_policies(policy_set, phase, context)
+    if not policies:
+        return Decision(allowed=True)
+    evaluator = Evaluator(policy_set, context)
+    if phase == "mutate":
+        results, _ = evaluator.mutate(policies)
+    else:
+        results = evaluator.validate(policies)
+    return decide(results, phase=phase)

@@ -1,0 +1,175 @@
+"""The Python policy API: decorators that mark policy functions, the request they receive, what they return.
+
+A module in the policies directory marks functions with `@validating(...)` or `@mutating(...)`; the loader
+finds them by that mark (there is no global registry). Each call gets an `AdmissionRequest` and returns
+None (allow), one result, or a list of results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+POLICY_MARK = "__webhook_policy__"
+Phase = Literal["validate", "mutate"]
+FailurePolicy = Literal["Fail", "Ignore"]
+Reason = Literal["Unauthorized", "Forbidden", "Invalid", "RequestEntityTooLarge"]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupVersionKind:
+    group: str
+    version: str
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class GroupVersionResource:
+    group: str
+    version: str
+    resource: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserInfo:
+    username: str = ""
+    uid: str = ""
+    groups: tuple[str, ...] = ()
+    extra: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionRequest:
+    """What a Python policy sees of one admission request. `object` and `old_object` are plain dicts."""
+
+    uid: str
+    operation: str
+    kind: GroupVersionKind
+    resource: GroupVersionResource
+    sub_resource: str
+    name: str
+    namespace: str
+    object: Any
+    old_object: Any
+    user_info: UserInfo
+    dry_run: bool
+    params: Any
+    namespace_object: Any
+    options: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Allow:
+    """Nothing to object to."""
+
+
+@dataclass(frozen=True, slots=True)
+class Deny:
+    message: str
+    reason: Reason = "Forbidden"
+
+
+@dataclass(frozen=True, slots=True)
+class Warn:
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Patch:
+    operations: tuple[Mapping[str, Any], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Audit:
+    key: str
+    value: str
+
+
+Result = Allow | Deny | Warn | Patch | Audit
+PolicyFunction = Callable[[AdmissionRequest], "Result | Sequence[Result] | None"]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def allow() -> Allow:
+    return Allow()
+
+
+def deny(message: str, *, reason: Reason = "Forbidden") -> Deny:
+    return Deny(message, reason)
+
+
+def warn(message: str) -> Warn:
+    return Warn(message)
+
+
+def patch(*operations: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> Patch:
+    """JSONPatch operations, given one by one or as one list: patch({"op": "add", ...})."""
+    flat: list[Mapping[str, Any]] = []
+    for item in operations:
+        if isinstance(item, Mapping):
+            flat.append(item)
+        else:
+            flat.extend(item)
+    return Patch(tuple(flat))
+
+
+def audit(key: str, value: str) -> Audit:
+    return Audit(key, value)
+
+
+@dataclass(frozen=True, slots=True)
+class PythonPolicySpec:
+    """What a decorator records on a function; the loader turns it into a policy."""
+
+    name: str | None
+    phase: Phase
+    match_constraints: Mapping[str, Any]
+    failure_policy: FailurePolicy
+    params: Any
+
+
+def _marker(phase: Phase, *, name: str | None, resources: Sequence[str], api_groups: Sequence[str],
+            api_versions: Sequence[str], operations: Sequence[str],
+            namespace_selector: Mapping[str, Any] | None, object_selector: Mapping[str, Any] | None,
+            failure_policy: FailurePolicy, params: Any) -> Callable[[F], F]:
+    match: dict[str, Any] = {
+        "resourceRules": [{
+            "apiGroups": list(api_groups),
+            "apiVersions": list(api_versions),
+            "operations": list(operations),
+            "resources": list(resources),
+        }],
+    }
+    if namespace_selector:
+        match["namespaceSelector"] = dict(namespace_selector)
+    if object_selector:
+        match["objectSelector"] = dict(object_selector)
+
+    def mark(function: F) -> F:
+        setattr(function, POLICY_MARK, PythonPolicySpec(name, phase, match, failure_policy, params))
+        return function
+
+    return mark
+
+
+def validating(name: str | None = None, *, resources: Sequence[str], api_groups: Sequence[str] = ("*",),
+               api_versions: Sequence[str] = ("*",), operations: Sequence[str] = ("CREATE", "UPDATE"),
+               namespace_selector: Mapping[str, Any] | None = None,
+               object_selector: Mapping[str, Any] | None = None,
+               failure_policy: FailurePolicy = "Fail", params: Any = None) -> Callable[[F], F]:
+    """Mark a function as a validating policy (called on /validate). Name defaults to the function's."""
+    return _marker("validate", name=name, resources=resources, api_groups=api_groups,
+                   api_versions=api_versions, operations=operations, namespace_selector=namespace_selector,
+                   object_selector=object_selector, failure_policy=failure_policy, params=params)
+
+
+def mutating(name: str | None = None, *, resources: Sequence[str], api_groups: Sequence[str] = ("*",),
+             api_versions: Sequence[str] = ("*",), operations: Sequence[str] = ("CREATE", "UPDATE"),
+             namespace_selector: Mapping[str, Any] | None = None,
+             object_selector: Mapping[str, Any] | None = None,
+             failure_policy: FailurePolicy = "Fail", params: Any = None) -> Callable[[F], F]:
+    """Mark a function as a mutating policy (called on /mutate; may return patch(...))."""
+    return _marker("mutate", name=name, resources=resources, api_groups=api_groups,
+                   api_versions=api_versions, operations=operations, namespace_selector=namespace_selector,
+                   object_selector=object_selector, failure_policy=failure_policy, params=params)

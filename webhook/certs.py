@@ -1,0 +1,183 @@
+"""Certificates with `cryptography`: a local CA and a serving certificate, and the server's TLS context."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import ipaddress
+import os
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from webhook.errors import ConfigError
+
+CA_CERT, CA_KEY, TLS_CERT, TLS_KEY = "ca.crt", "ca.key", "tls.crt", "tls.key"
+DEFAULT_NAMES = ("localhost", "127.0.0.1", "::1")
+# TLS 1.2 suites: forward-secret AEAD only (TLS 1.3 suites are fixed by OpenSSL and all strong).
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+
+
+@dataclass(frozen=True, slots=True)
+class ServingFiles:
+    ca_cert: Path
+    cert: Path
+    key: Path
+    generated: bool
+
+    def ca_bundle(self) -> str:
+        """The base64 PEM of the CA, as a webhook configuration's `caBundle` wants it."""
+        return base64.b64encode(self.ca_cert.read_bytes()).decode()
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write a key file that only the owner can read (created 0600, never widened)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    descriptor = os.open(path, flags, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(data)
+    os.chmod(path, 0o600)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _subject_alternative_names(names: list[str]) -> x509.SubjectAlternativeName:
+    entries: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            entries.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            entries.append(x509.DNSName(name))
+    return x509.SubjectAlternativeName(entries)
+
+
+def generate_ca(*, common_name: str = "webhook local CA", days: int = 3650
+                ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = _now()
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                     content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                     key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return certificate, key
+
+
+def generate_serving(*, ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, names: list[str],
+                     days: int = 365) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _now()
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+        .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(_subject_alternative_names(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return certificate, key
+
+
+def _covers(certificate: x509.Certificate, names: list[str]) -> bool:
+    try:
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    present = {str(v) for v in san.get_values_for_type(x509.DNSName)}
+    present |= {str(v) for v in san.get_values_for_type(x509.IPAddress)}
+    return all(str(ipaddress.ip_address(n)) in present if _is_ip(n) else n in present for n in names)
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def ensure_self_signed(cert_dir: Path, *, dns_names: list[str], renew_within_days: int = 30) -> ServingFiles:
+    """Reuse the CA and serving certificate in `cert_dir`, or create them; renew a leaf that is about to expire.
+
+    The CA is kept across runs so that a `caBundle` already pasted into a webhook configuration stays valid.
+    """
+    names = list(dict.fromkeys([*DEFAULT_NAMES, *dns_names]))
+    ca_cert_path, ca_key_path = cert_dir / CA_CERT, cert_dir / CA_KEY
+    cert_path, key_path = cert_dir / TLS_CERT, cert_dir / TLS_KEY
+    generated = False
+    try:
+        if ca_cert_path.exists() and ca_key_path.exists():
+            ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
+            loaded_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
+            if not isinstance(loaded_key, ec.EllipticCurvePrivateKey):
+                raise ConfigError(f"{ca_key_path}: expected an ECDSA key")
+            ca_key = loaded_key
+        else:
+            ca_cert, ca_key = generate_ca()
+            _write_private(ca_key_path, _key_pem(ca_key))
+            ca_cert_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+            generated = True
+        fresh = False
+        if cert_path.exists() and key_path.exists() and not generated:
+            leaf = x509.load_pem_x509_certificate(cert_path.read_bytes())
+            remaining = leaf.not_valid_after_utc - _now()
+            fresh = (remaining > datetime.timedelta(days=renew_within_days) and _covers(leaf, names)
+                     and leaf.issuer == ca_cert.subject)
+        if not fresh:
+            leaf, leaf_key = generate_serving(ca_cert=ca_cert, ca_key=ca_key, names=names)
+            _write_private(key_path, _key_pem(leaf_key))
+            cert_path.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+            generated = True
+    except (ValueError, OSError) as error:
+        raise ConfigError(f"cannot prepare certificates in {cert_dir}: {error}") from error
+    return ServingFiles(ca_cert_path, cert_path, key_path, generated)
+
+
+def server_tls_context(*, cert_file: Path, key_file: Path, client_ca_file: Path | None = None) -> ssl.SSLContext:
+    """TLS 1.2 or newer, forward-secret AEAD ciphers only, no compression, no renegotiation."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(TLS12_CIPHERS)
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    if hasattr(ssl, "OP_NO_RENEGOTIATION"):
+        context.options |= ssl.OP_NO_RENEGOTIATION
+    try:
+        context.load_cert_chain(certfile=str(cert_file), keyfile=str(key_file))
+    except (ssl.SSLError, OSError) as error:
+        raise ConfigError(f"cannot load TLS certificate {cert_file} with key {key_file}: {error}") from error
+    if client_ca_file is not None:
+        context.load_verify_locations(cafile=str(client_ca_file))
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def uvicorn_tls_context(config: Any, default_factory: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+    """uvicorn's `ssl_context_factory`: our TLS settings over the files uvicorn was given."""
+    client_ca = Path(config.ssl_ca_certs) if config.ssl_ca_certs else None
+    return server_tls_context(cert_file=Path(config.ssl_certfile), key_file=Path(config.ssl_keyfile),
+                              client_ca_file=client_ca)

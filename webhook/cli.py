@@ -1,0 +1,111 @@
+"""`webhook serve | lint`: the command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from webhook.config import DEFAULT_MAX_BODY_BYTES, Settings
+from webhook.errors import ConfigError, PolicyLoadError
+from webhook.policies.cel import ENGINE_NAMES, make_engine
+from webhook.policies.loader import load_policy_set
+
+
+def _environment(name: str, default: str) -> str:
+    return os.environ.get(f"WEBHOOK_{name}", default)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="webhook", description=(
+        "Kubernetes validating and mutating admission webhook server with CEL and Python policies."))
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve /validate and /mutate over HTTPS")
+    serve.add_argument("--host", default=_environment("HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(_environment("PORT", "8443")))
+    serve.add_argument("--policies", type=Path, default=Path(_environment("POLICIES", "policies")),
+                       help="policy directory, watched and reloaded on change (default: policies)")
+    serve.add_argument("--cert-dir", type=Path, default=Path(_environment("CERT_DIR", ".webhook/certs")),
+                       help="where a generated CA and serving certificate are kept (default: .webhook/certs)")
+    serve.add_argument("--tls-cert-file", type=Path, default=None, help="serving certificate (PEM); "
+                       "with --tls-key-file, used instead of generating one")
+    serve.add_argument("--tls-key-file", type=Path, default=None)
+    serve.add_argument("--dns-name", action="append", default=[], dest="dns_names",
+                       help="extra name for the generated certificate (repeatable)")
+    serve.add_argument("--workers", type=int, default=int(_environment("WORKERS", "1")))
+    serve.add_argument("--cel-engine", choices=ENGINE_NAMES, default=_environment("CEL_ENGINE", "cel-expr-python"))
+    serve.add_argument("--max-body-bytes", type=int,
+                       default=int(_environment("MAX_BODY_BYTES", str(DEFAULT_MAX_BODY_BYTES))))
+    serve.add_argument("--no-watch", action="store_false", dest="watch_policies",
+                       help="do not reload policies when the directory changes")
+    serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                       default=_environment("LOG_LEVEL", "info"))
+
+    lint = commands.add_parser("lint", help="load a policy directory and print its problems as path:line:column")
+    lint.add_argument("directory", type=Path)
+    lint.add_argument("--cel-engine", choices=ENGINE_NAMES, default="cel-expr-python")
+    return parser
+
+
+def _serve(arguments: argparse.Namespace) -> int:
+    import uvicorn
+
+    from webhook.certs import ensure_self_signed, uvicorn_tls_context
+
+    try:
+        settings = Settings.model_validate({
+            key: value for key, value in vars(arguments).items() if key not in ("command",) and value is not None
+        })
+    except ValidationError as error:
+        print(f"webhook serve: invalid settings: {error}", file=sys.stderr)
+        return 2
+    try:
+        if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+            cert_file, key_file = settings.tls_cert_file, settings.tls_key_file
+        else:
+            files = ensure_self_signed(settings.cert_dir, dns_names=list(settings.dns_names))
+            cert_file, key_file = files.cert, files.key
+            print(f"CA certificate: {files.ca_cert.resolve()}")
+            print(f"caBundle: {files.ca_bundle()}", flush=True)
+    except ConfigError as error:
+        print(f"webhook serve: {error}", file=sys.stderr)
+        return 2
+    os.environ.update(settings.to_environment())
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(
+        "webhook.server:create_app_from_environment", factory=True, host=settings.host, port=settings.port,
+        workers=settings.workers, ssl_certfile=str(cert_file), ssl_keyfile=str(key_file),
+        ssl_context_factory=uvicorn_tls_context, log_level=settings.log_level, server_header=False,
+        proxy_headers=False, access_log=settings.log_level == "debug",
+    )
+    return 0
+
+
+def _lint(arguments: argparse.Namespace) -> int:
+    try:
+        policy_set = load_policy_set(arguments.directory, engine=make_engine(arguments.cel_engine))
+    except PolicyLoadError as error:
+        for problem in error.problems:
+            print(problem)
+        count = len(error.problems)
+        print(f"{count} problem{'s' if count != 1 else ''} in {arguments.directory}", file=sys.stderr)
+        return 1
+    print(f"{arguments.directory}: {len(policy_set.policies)} policies, no problems")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = _parser().parse_args(argv)
+    if arguments.command == "serve":
+        return _serve(arguments)
+    return _lint(arguments)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Settings for `webhook serve`, validated once at start; passed to worker processes as JSON."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from webhook.errors import ConfigError
+
+SETTINGS_ENVIRONMENT_VARIABLE = "WEBHOOK_SETTINGS_JSON"
+# The API server takes request bodies up to 3 MiB; an UPDATE review carries the object and the old object
+# (stored objects are at most 1.5 MiB in etcd) plus the request envelope, so 6 MiB leaves a margin.
+DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8443, ge=0, le=65535)
+    policies: Path = Path("policies")
+    cert_dir: Path = Path(".webhook/certs")
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    dns_names: tuple[str, ...] = ()
+    workers: int = Field(default=1, ge=1, le=64)
+    cel_engine: Literal["cel-expr-python", "cel-python"] = "cel-expr-python"
+    max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1024)
+    watch_policies: bool = True
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("give both --tls-cert-file and --tls-key-file, or neither (to generate them)")
+        return self
+
+    def to_environment(self) -> dict[str, str]:
+        return {SETTINGS_ENVIRONMENT_VARIABLE: self.model_dump_json()}
+
+
+def settings_from_environment() -> Settings:
+    """The settings a worker process was started with (see Settings.to_environment)."""
+    raw = os.environ.get(SETTINGS_ENVIRONMENT_VARIABLE)
+    if raw is None:
+        return Settings()
+    try:
+        return Settings.model_validate_json(raw)
+    except ValidationError as error:
+        raise ConfigError(f"{SETTINGS_ENVIRONMENT_VARIABLE} is not valid: {error}") from error

@@ -1,0 +1,258 @@
+"""The one boundary to the CEL engines: `cel-expr-python` (default, type-checked) and `cel-python` (portable).
+
+Both compile once at load and evaluate against an activation built once per request (plus the policy's
+params and variables). Errors of either kind, returned or raised, come out as `CelEvaluationError`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+ENGINE_NAMES = ("cel-expr-python", "cel-python")
+EngineName = Literal["cel-expr-python", "cel-python"]
+ExpectedType = Literal["bool", "string", "list", "any"]
+# Every name an expression can refer to, as in the Kubernetes API server.
+VARIABLE_NAMES = ("object", "oldObject", "request", "params", "namespaceObject", "variables")
+_MAX_MESSAGE = 500
+
+
+class CelCompileError(Exception):
+    """An expression that does not compile; `line` and `column` are 1-based within the expression."""
+
+    def __init__(self, message: str, *, line: int = 1, column: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+        self.column = column
+
+
+class CelEvaluationError(Exception):
+    """An expression that failed at run time (an error value or a raised error), or a wrong result type."""
+
+
+class Program(Protocol):
+    source: str
+
+    def evaluate(self, activation: Any) -> Any:
+        """The engine-native result; raises CelEvaluationError."""
+        ...
+
+
+class Engine(Protocol):
+    name: EngineName
+
+    def compile(self, source: str, *, expect: ExpectedType) -> Program: ...
+
+    def prepare(self, value: Any) -> Any:
+        """Convert plain JSON-like data into what this engine binds (done once per request or per load)."""
+        ...
+
+    def activation(self, bindings: Mapping[str, Any]) -> Any:
+        """An activation over prepared values, shared by every expression evaluated with it."""
+        ...
+
+    def to_plain(self, value: Any) -> Any:
+        """An engine-native result as plain Python (dict, list, str, int, float, bool, None)."""
+        ...
+
+    def bind_variables(self, values: Mapping[str, Any]) -> Any:
+        """The `variables` binding from evaluated (engine-native) variable values."""
+        ...
+
+
+def _shorten(message: str) -> str:
+    message = " ".join(message.split())
+    return message if len(message) <= _MAX_MESSAGE else message[: _MAX_MESSAGE - 3] + "..."
+
+
+def _check_plain_type(value: Any, expect: ExpectedType, source: str) -> None:
+    kinds: dict[str, type | tuple[type, ...]] = {"bool": bool, "string": str, "list": (list, tuple), "any": object}
+    wanted = kinds[expect]
+    if not isinstance(value, wanted):
+        raise CelEvaluationError(
+            f"expression must evaluate to {expect}, but it evaluated to {type(value).__name__}: {_shorten(source)}"
+        )
+
+
+# --- cel-expr-python --------------------------------------------------------------------------------
+
+_ERROR_POSITION = re.compile(r"<input>:(\d+):(\d+): ([^\n]*)")
+
+
+@dataclass(slots=True)
+class _ExprProgram:
+    source: str
+    expression: Any
+    expect: ExpectedType
+    error_type: Any
+
+    def evaluate(self, activation: Any) -> Any:
+        try:
+            value = self.expression.eval(activation)
+        except Exception as error:  # the binding raises for failures inside custom functions
+            raise CelEvaluationError(_shorten(str(error))) from error
+        if value.type() == self.error_type:
+            raise CelEvaluationError(_shorten(str(value.value())))
+        plain = value.plain_value()
+        _check_plain_type(plain, self.expect, self.source)
+        return plain
+
+
+class CelExprEngine:
+    """cel-expr-python: the official CEL runtime over cel-cpp, with type checking at compile time."""
+
+    name: EngineName = "cel-expr-python"
+
+    def __init__(self) -> None:
+        from cel_expr_python import cel
+        from cel_expr_python.ext import ext_bindings, ext_math, ext_optional, ext_strings
+
+        self._cel = cel
+        self._env = cel.NewEnv(
+            variables={name: cel.Type.DYN for name in VARIABLE_NAMES},
+            extensions=[ext_strings.ExtStrings(), ext_optional.ExtOptional(), ext_bindings.ExtBindings(),
+                        ext_math.ExtMath()],
+        )
+        self._compatible = {
+            "bool": (cel.Type.BOOL, cel.Type.DYN),
+            "string": (cel.Type.STRING, cel.Type.DYN),
+            "list": (cel.Type.DYN,),
+            "any": None,
+        }
+
+    def compile(self, source: str, *, expect: ExpectedType) -> Program:
+        try:
+            expression = self._env.compile(source)
+        except RuntimeError as error:
+            text = str(error)
+            found = _ERROR_POSITION.search(text)
+            if found is None:
+                raise CelCompileError(_shorten(text)) from error
+            raise CelCompileError(found.group(3).strip(), line=int(found.group(1)),
+                                  column=int(found.group(2))) from error
+        allowed = self._compatible[expect]
+        return_type = expression.return_type()
+        if allowed is not None and expect != "list" and return_type not in allowed:
+            raise CelCompileError(f"expression must evaluate to {expect}, but it evaluates to {return_type}")
+        if expect == "list" and not (return_type == self._cel.Type.DYN or return_type.name().startswith("list")):
+            raise CelCompileError(f"expression must evaluate to a list, but it evaluates to {return_type}")
+        return _ExprProgram(source, expression, expect, self._cel.Type.ERROR)
+
+    def prepare(self, value: Any) -> Any:
+        return value
+
+    def activation(self, bindings: Mapping[str, Any]) -> Any:
+        return self._env.Activation(dict(bindings))
+
+    def bind_variables(self, values: Mapping[str, Any]) -> Any:
+        return dict(values)
+
+    def to_plain(self, value: Any) -> Any:
+        return value
+
+
+# --- cel-python -------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _CelpyProgram:
+    source: str
+    runner: Any
+    expect: ExpectedType
+    engine: CelpyEngine
+
+    def evaluate(self, activation: Any) -> Any:
+        from celpy.evaluation import CELEvalError
+
+        try:
+            value = self.runner.evaluate(activation)
+        except CELEvalError as error:
+            raise CelEvaluationError(_shorten(str(error.args[0] if error.args else error))) from error
+        except Exception as error:  # celpy raises plain Python errors for some type mismatches
+            raise CelEvaluationError(_shorten(f"{type(error).__name__}: {error}")) from error
+        if isinstance(value, CELEvalError):
+            raise CelEvaluationError(_shorten(str(value.args[0] if value.args else value)))
+        _check_plain_type(self.engine.to_plain(value), self.expect, self.source)
+        return value
+
+
+class CelpyEngine:
+    """cel-python: pure Python, portable, no type checking before run time."""
+
+    name: EngineName = "cel-python"
+
+    def __init__(self) -> None:
+        import celpy
+        from celpy import celtypes
+
+        self._celpy = celpy
+        self._types = celtypes
+        self._env = celpy.Environment()
+
+    def compile(self, source: str, *, expect: ExpectedType) -> Program:
+        from celpy.celparser import CELParseError
+
+        try:
+            tree = self._env.compile(source)
+        except CELParseError as error:
+            first_line = str(error.args[0]).splitlines()[0] if error.args else "syntax error"
+            message = f"Syntax error near {first_line.strip()!r}"
+            raise CelCompileError(message, line=error.line or 1, column=error.column or 1) from error
+        return _CelpyProgram(source, self._env.program(tree), expect, self)
+
+    def prepare(self, value: Any) -> Any:
+        return self._convert(value)
+
+    def _convert(self, value: Any) -> Any:
+        types = self._types
+        if isinstance(value, dict):
+            return types.MapType({types.StringType(k): self._convert(v) for k, v in value.items()})
+        if isinstance(value, list | tuple):
+            return types.ListType([self._convert(item) for item in value])
+        if isinstance(value, bool):
+            return types.BoolType(value)
+        if isinstance(value, int):
+            return types.IntType(value)
+        if isinstance(value, float):
+            return types.DoubleType(value)
+        if isinstance(value, str):
+            return types.StringType(value)
+        if value is None:
+            return None
+        return self._celpy.json_to_cel(value)  # type: ignore[attr-defined]
+
+    def activation(self, bindings: Mapping[str, Any]) -> Any:
+        return dict(bindings)
+
+    def bind_variables(self, values: Mapping[str, Any]) -> Any:
+        return self._types.MapType({self._types.StringType(k): v for k, v in values.items()})
+
+    def to_plain(self, value: Any) -> Any:
+        types = self._types
+        if isinstance(value, types.BoolType):
+            return bool(value)
+        if isinstance(value, dict):
+            return {self.to_plain(k): self.to_plain(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.to_plain(item) for item in value]
+        if isinstance(value, int):
+            return int(value)
+        if isinstance(value, float):
+            return float(value)
+        if isinstance(value, str):
+            return str(value)
+        if isinstance(value, bytes):
+            return bytes(value)
+        return value
+
+
+def make_engine(name: str) -> Engine:
+    """The engine called `name` (one of ENGINE_NAMES)."""
+    if name == "cel-expr-python":
+        return CelExprEngine()
+    if name == "cel-python":
+        return CelpyEngine()
+    raise ValueError(f"unknown CEL engine {name!r}; choose one of {', '.join(ENGINE_NAMES)}")

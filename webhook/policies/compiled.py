@@ -1,0 +1,103 @@
+"""Policies as they are kept after loading: every expression compiled, every request-independent part ready."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from webhook.policies.cel import Engine, Program
+from webhook.policies.matching import ResourceKey, rules_match
+from webhook.policies.model import MatchResources
+
+Phase = Literal["validate", "mutate"]
+_CACHE_LIMIT = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledValidation:
+    source: str
+    program: Program
+    message: str | None
+    message_program: Program | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledMutation:
+    """One JSONPatch operation whose value (or condition) may be CEL, or a CEL list of operations."""
+
+    op: str | None
+    path: str | None
+    from_path: str | None
+    value: Any
+    value_program: Program | None
+    condition_program: Program | None
+    patches_program: Program | None
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledVariable:
+    name: str
+    program: Program
+    references: frozenset[str]  # names of earlier variables the expression uses
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledPolicy:
+    name: str
+    origin: str  # "path:line" of the definition
+    match: MatchResources
+    uses_resource_names: bool
+    failure_policy: Literal["Fail", "Ignore"]
+    actions: frozenset[str]
+    match_conditions: tuple[tuple[str, Program], ...] = ()
+    params: Any = None
+    params_prepared: Any = None
+    variables: tuple[CompiledVariable, ...] = ()
+    validations: tuple[CompiledValidation, ...] = ()
+    audit_annotations: tuple[tuple[str, Program], ...] = ()
+    mutations: tuple[CompiledMutation, ...] = ()
+    python_function: Callable[..., Any] | None = None
+    python_phase: Phase | None = None
+
+    def takes_part_in(self, phase: Phase) -> bool:
+        if self.python_function is not None:
+            return self.python_phase == phase
+        if phase == "mutate":
+            return bool(self.mutations)
+        return bool(self.validations or self.audit_annotations)
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    """An immutable, fully compiled set of policies; requests keep the set they started with."""
+
+    engine: Engine
+    policies: tuple[CompiledPolicy, ...]
+    namespaces: Mapping[str, Any]
+    files: tuple[str, ...]
+    digest: str
+    _by_phase: dict[Phase, tuple[CompiledPolicy, ...]] = field(default_factory=dict, repr=False)
+    _cache: dict[tuple[Phase, ResourceKey], tuple[CompiledPolicy, ...]] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        for phase in ("validate", "mutate"):
+            self._by_phase[phase] = tuple(p for p in self.policies if p.takes_part_in(phase))
+
+    def candidates(self, phase: Phase, key: ResourceKey) -> tuple[CompiledPolicy, ...]:
+        """Policies whose resource rules can match `key`; computed once per distinct key and cached."""
+        cached = self._cache.get((phase, key))
+        if cached is not None:
+            return cached
+        found = tuple(p for p in self._by_phase[phase] if rules_match(p.match, key, name=None))
+        with self._lock:
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[(phase, key)] = found
+        return found
+
+    def count(self, phase: Phase) -> int:
+        return len(self._by_phase[phase])

@@ -1,0 +1,332 @@
+"""Evaluate the matching policies of one request; every fault is a value in the result, never an exception."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from webhook import authoring
+from webhook.patches import PatchError, PatchTestFailed, apply_operations
+from webhook.policies.cel import CelEvaluationError, Engine, Program
+from webhook.policies.compiled import CompiledMutation, CompiledPolicy, Phase, PolicySet
+from webhook.policies.matching import (
+    NAMESPACE_NAME_LABEL,
+    ResourceKey,
+    labels_of,
+    namespace_selector_matches,
+    object_selector_matches,
+    rules_match,
+)
+
+Status = Literal["pass", "fail", "error"]
+_VARIABLE_REFERENCE = re.compile(r"\bvariables\.([_a-zA-Z][_a-zA-Z0-9]*)")
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    message: str
+    reason: str = "Forbidden"
+
+
+@dataclass(slots=True)
+class PolicyResult:
+    """What one policy said about one request, before failurePolicy and validationActions are applied."""
+
+    policy: CompiledPolicy
+    violations: list[Violation] = field(default_factory=list)
+    faults: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    audit_annotations: dict[str, str] = field(default_factory=dict)
+    patch: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def status(self) -> Status:
+        if self.faults:
+            return "error"
+        return "fail" if self.violations else "pass"
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """Everything about one request that evaluation needs, built once at the edge."""
+
+    key: ResourceKey
+    uid: str
+    name: str
+    namespace: str
+    object: Any
+    old_object: Any
+    request: dict[str, Any]  # the CEL `request` variable (the review request without the objects)
+    namespace_object: Any
+    dry_run: bool
+    user_info: authoring.UserInfo
+
+
+def namespace_context(policy_set: PolicySet, namespace: str) -> tuple[Any, dict[str, str] | None]:
+    """The namespace object and its labels from the loaded set, else what the API server always sets."""
+    if not namespace:
+        return None, None
+    known = policy_set.namespaces.get(namespace)
+    if known is not None:
+        labels = labels_of(known) or {}
+        return known, {NAMESPACE_NAME_LABEL: namespace, **labels}
+    synthetic = {"apiVersion": "v1", "kind": "Namespace",
+                 "metadata": {"name": namespace, "labels": {NAMESPACE_NAME_LABEL: namespace}}}
+    return synthetic, {NAMESPACE_NAME_LABEL: namespace}
+
+
+def matching_policies(policy_set: PolicySet, phase: Phase, context: RequestContext) -> list[CompiledPolicy]:
+    """Candidates by resource (cached), then resourceNames and the label selectors of this request."""
+    found = []
+    namespace_labels: dict[str, str] | None = None
+    for policy in policy_set.candidates(phase, context.key):
+        if policy.uses_resource_names and not rules_match(policy.match, context.key, name=context.name):
+            continue
+        if not object_selector_matches(policy.match.objectSelector, obj=context.object, old_obj=context.old_object):
+            continue
+        if namespace_labels is None:
+            namespace_labels = labels_of(context.namespace_object) or {}
+            if context.namespace:
+                namespace_labels.setdefault(NAMESPACE_NAME_LABEL, context.namespace)
+        if not namespace_selector_matches(policy.match.namespaceSelector, key=context.key, obj=context.object,
+                                          old_obj=context.old_object, namespace_labels=namespace_labels):
+            continue
+        found.append(policy)
+    return found
+
+
+@functools.lru_cache(maxsize=8192)
+def _references(source: str) -> frozenset[str]:
+    return frozenset(_VARIABLE_REFERENCE.findall(source))
+
+
+class _PolicyRun:
+    """The bindings of one policy on one request: request-level values plus params and variables."""
+
+    def __init__(self, engine: Engine, base: Mapping[str, Any], policy: CompiledPolicy) -> None:
+        self.engine = engine
+        self.base = {**base, "params": policy.params_prepared}
+        self.values: dict[str, Any] = {}
+        self.variable_errors: dict[str, str] = {}
+        self.activation = engine.activation({**self.base, "variables": engine.bind_variables({})})
+
+    def add_variable(self, name: str, program: Program) -> None:
+        failed = _references(program.source) & self.variable_errors.keys()
+        if failed:
+            first = sorted(failed)[0]
+            self.variable_errors[name] = f"variables.{first}: {self.variable_errors[first]}"
+            return
+        try:
+            self.values[name] = program.evaluate(self.activation)
+        except CelEvaluationError as error:
+            self.variable_errors[name] = str(error)
+            return
+        self.activation = self.engine.activation(
+            {**self.base, "variables": self.engine.bind_variables(self.values)})
+
+    def evaluate(self, program: Program) -> Any:
+        """The plain result; raises CelEvaluationError, also for a failed variable the expression uses."""
+        failed = _references(program.source) & self.variable_errors.keys()
+        if failed:
+            first = sorted(failed)[0]
+            raise CelEvaluationError(f"variables.{first}: {self.variable_errors[first]}")
+        return self.engine.to_plain(program.evaluate(self.activation))
+
+
+def _describe(source: str) -> str:
+    source = " ".join(source.split())
+    return source if len(source) <= 200 else source[:197] + "..."
+
+
+class Evaluator:
+    """Runs the policies of one phase over one request."""
+
+    def __init__(self, policy_set: PolicySet, context: RequestContext) -> None:
+        self.policy_set = policy_set
+        self.engine = policy_set.engine
+        self.context = context
+        self._base: dict[str, Any] | None = None
+
+    def base_bindings(self, obj: Any) -> dict[str, Any]:
+        if self._base is None or self._base.get("__object_id") != id(obj):
+            prepare = self.engine.prepare
+            context = self.context
+            self._base = {
+                "object": prepare(obj),
+                "oldObject": prepare(context.old_object),
+                "request": prepare(context.request),
+                "namespaceObject": prepare(context.namespace_object),
+                "__object_id": id(obj),
+            }
+        return {k: v for k, v in self._base.items() if k != "__object_id"}
+
+    def validate(self, policies: Sequence[CompiledPolicy]) -> list[PolicyResult]:
+        return [self._validate_one(policy) for policy in policies]
+
+    def mutate(self, policies: Sequence[CompiledPolicy]) -> tuple[list[PolicyResult], Any]:
+        """Mutations in policy order, each policy seeing the object as the previous ones left it."""
+        current = self.context.object
+        results = []
+        for policy in policies:
+            result, current = self._mutate_one(policy, current)
+            results.append(result)
+        return results, current
+
+    # --- one policy ----------------------------------------------------------------------------------
+
+    def _start(self, policy: CompiledPolicy, obj: Any, result: PolicyResult) -> _PolicyRun | None:
+        """Bindings, matchConditions and variables; None when the policy does not apply or faulted."""
+        run = _PolicyRun(self.engine, self.base_bindings(obj), policy)
+        for name, program in policy.match_conditions:
+            try:
+                if run.evaluate(program) is not True:
+                    return None
+            except CelEvaluationError as error:
+                result.faults.append(f"matchCondition {name!r}: {error}")
+                return None
+        for variable in policy.variables:
+            run.add_variable(variable.name, variable.program)
+        return run
+
+    def _validate_one(self, policy: CompiledPolicy) -> PolicyResult:
+        result = PolicyResult(policy)
+        if policy.python_function is not None:
+            self._run_python(policy, self.context.object, result, phase="validate")
+            return result
+        run = self._start(policy, self.context.object, result)
+        if run is None:
+            return result
+        for validation in policy.validations:
+            try:
+                passed = run.evaluate(validation.program)
+            except CelEvaluationError as error:
+                result.faults.append(f"expression '{_describe(validation.source)}': {error}")
+                continue
+            if not passed:
+                result.violations.append(Violation(self._message(run, validation), validation.reason))
+        for key, program in policy.audit_annotations:
+            try:
+                value = run.evaluate(program)
+            except CelEvaluationError as error:
+                result.faults.append(f"auditAnnotation {key!r}: {error}")
+                continue
+            if value is None or value == "":
+                continue
+            if not isinstance(value, str):
+                result.faults.append(f"auditAnnotation {key!r} must evaluate to string or null, "
+                                     f"got {type(value).__name__}")
+                continue
+            result.audit_annotations[key] = value[:10240]
+        return result
+
+    @staticmethod
+    def _message(run: _PolicyRun, validation: Any) -> str:
+        if validation.message_program is not None:
+            try:
+                message = run.evaluate(validation.message_program)
+            except CelEvaluationError:
+                message = None  # as the API server: fall back to the static message
+            if isinstance(message, str) and message.strip():
+                return message
+        if validation.message:
+            return str(validation.message)
+        return f"failed expression: {validation.source}"
+
+    def _mutate_one(self, policy: CompiledPolicy, obj: Any) -> tuple[PolicyResult, Any]:
+        result = PolicyResult(policy)
+        if policy.python_function is not None:
+            return result, self._run_python(policy, obj, result, phase="mutate")
+        run = self._start(policy, obj, result)
+        if run is None:
+            return result, obj
+        operations: list[list[dict[str, Any]]] = []
+        for index, mutation in enumerate(policy.mutations):
+            try:
+                built = self._operations(run, mutation)
+            except CelEvaluationError as error:
+                result.faults.append(f"mutation {index}: {error}")
+                return result, obj
+            if built:
+                operations.append(built)
+        current = obj
+        for group in operations:
+            try:
+                current, applied = apply_operations(current, group)
+            except PatchTestFailed:
+                continue  # a failed test op means "do not apply this mutation", not an error
+            except PatchError as error:
+                result.faults.append(str(error))
+                return result, obj
+            result.patch.extend(applied)
+        return result, current
+
+    @staticmethod
+    def _operations(run: _PolicyRun, mutation: CompiledMutation) -> list[dict[str, Any]]:
+        if mutation.condition_program is not None and run.evaluate(mutation.condition_program) is not True:
+            return []
+        if mutation.patches_program is not None:
+            return list(run.evaluate(mutation.patches_program))
+        operation: dict[str, Any] = {"op": mutation.op, "path": mutation.path}
+        if mutation.from_path is not None:
+            operation["from"] = mutation.from_path
+        if mutation.value_program is not None:
+            operation["value"] = run.evaluate(mutation.value_program)
+        elif mutation.op in ("add", "replace", "test"):
+            operation["value"] = mutation.value
+        return [operation]
+
+    # --- Python policies -----------------------------------------------------------------------------
+
+    def python_request(self, obj: Any, params: Any) -> authoring.AdmissionRequest:
+        context, request = self.context, self.context.request
+        kind = request.get("kind") or {}
+        resource = request.get("resource") or {}
+        return authoring.AdmissionRequest(
+            uid=context.uid, operation=context.key.operation,
+            kind=authoring.GroupVersionKind(kind.get("group", ""), kind.get("version", ""), kind.get("kind", "")),
+            resource=authoring.GroupVersionResource(resource.get("group", ""), resource.get("version", ""),
+                                                    resource.get("resource", "")),
+            sub_resource=context.key.sub_resource, name=context.name, namespace=context.namespace,
+            object=obj, old_object=context.old_object, user_info=context.user_info, dry_run=context.dry_run,
+            params=params, namespace_object=context.namespace_object, options=request.get("options"),
+        )
+
+    def _run_python(self, policy: CompiledPolicy, obj: Any, result: PolicyResult, *, phase: Phase) -> Any:
+        assert policy.python_function is not None
+        try:
+            returned = policy.python_function(self.python_request(obj, policy.params))
+        except Exception as error:  # a policy function may raise anything; it is a fault, not a crash
+            result.faults.append(f"raised {type(error).__name__}: {_describe(str(error))}")
+            return obj
+        items = returned if isinstance(returned, list | tuple) else [returned]
+        operations: list[Any] = []
+        for item in items:
+            if item is None or isinstance(item, authoring.Allow):
+                continue
+            if isinstance(item, authoring.Deny):
+                result.violations.append(Violation(str(item.message), item.reason))
+            elif isinstance(item, authoring.Warn):
+                result.warnings.append(str(item.message))
+            elif isinstance(item, authoring.Audit):
+                result.audit_annotations[f"{policy.name}.{item.key}"] = str(item.value)
+            elif isinstance(item, authoring.Patch) and phase == "mutate":
+                operations.extend(item.operations)
+            elif isinstance(item, authoring.Patch):
+                result.faults.append("a validating policy returned patch(); use @mutating for patches")
+            else:
+                result.faults.append(
+                    f"returned {type(item).__name__}; expected None, allow(), deny(), warn(), audit() or patch()")
+        if result.faults or not operations:
+            return obj
+        try:
+            current, applied = apply_operations(obj, operations)
+        except PatchTestFailed:
+            return obj
+        except PatchError as error:
+            result.faults.append(str(error))
+            return obj
+        result.patch.extend(applied)
+        return current

@@ -1,0 +1,329 @@
+"""Load a policy directory into a PolicySet: every file parsed, every expression compiled, or every problem listed."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import inspect
+import os
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from pydantic import ValidationError
+
+from webhook.authoring import POLICY_MARK, PythonPolicySpec
+from webhook.errors import PolicyLoadError, SourceProblem
+from webhook.policies.cel import CelCompileError, Engine, ExpectedType, Program
+from webhook.policies.compiled import (
+    CompiledMutation,
+    CompiledPolicy,
+    CompiledValidation,
+    CompiledVariable,
+    PolicySet,
+)
+from webhook.policies.matching import uses_resource_names
+from webhook.policies.model import POLICY_API_VERSION, MatchResources, ObjectMeta, PolicyDocument
+from webhook.policies.source import Document, FieldPath, parse_documents
+
+YAML_SUFFIXES = (".yaml", ".yml")
+MAX_EXPRESSION_LENGTH = 10_000
+MAX_FILE_BYTES = 4 * 1024 * 1024
+_VARIABLE_REFERENCE = re.compile(r"\bvariables\.([_a-zA-Z][_a-zA-Z0-9]*)")
+_REASON_DEFAULT = "Forbidden"
+
+
+def policy_files(directory: Path) -> list[Path]:
+    """Policy files below `directory`, sorted; hidden entries (and ConfigMap `..data` dirs) are skipped."""
+    found: list[Path] = []
+    for root, dirs, files in os.walk(directory, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith((".", "_")):
+                continue
+            if name.endswith((*YAML_SUFFIXES, ".py")):
+                found.append(Path(root) / name)
+    return found
+
+
+def fingerprint(directory: Path) -> str:
+    """Changes whenever a policy file is added, removed or rewritten (through symlinks)."""
+    digest = hashlib.sha256()
+    for path in policy_files(directory):
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+    return digest.hexdigest()
+
+
+class _Compiler:
+    """Compiles the documents of one directory; collects problems instead of stopping at the first."""
+
+    def __init__(self, engine: Engine, directory: Path) -> None:
+        self.engine = engine
+        self.directory = directory
+        self.problems: list[SourceProblem] = []
+        self.policies: list[CompiledPolicy] = []
+        self.namespaces: dict[str, Any] = {}
+
+    def display(self, path: Path) -> str:
+        return str(path)
+
+    # --- CEL ---------------------------------------------------------------------------------------
+
+    def compile(self, document: Document, path: FieldPath, source: str, expect: ExpectedType) -> Program | None:
+        if len(source) > MAX_EXPRESSION_LENGTH:
+            self.problems.append(document.problem(
+                path, f"expression is {len(source)} characters long; the limit is {MAX_EXPRESSION_LENGTH}"))
+            return None
+        try:
+            return self.engine.compile(source, expect=expect)
+        except CelCompileError as error:
+            self.problems.append(document.expression_problem(
+                path, line=error.line, column=error.column, message=f"CEL compile error: {error.message}"))
+            return None
+
+    # --- YAML --------------------------------------------------------------------------------------
+
+    def load_yaml(self, path: Path) -> None:
+        display = self.display(path)
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            self.problems.append(SourceProblem(display, 1, 1, f"cannot read file: {error.strerror}"))
+            return
+        if len(data) > MAX_FILE_BYTES:
+            self.problems.append(SourceProblem(display, 1, 1, f"file is larger than {MAX_FILE_BYTES} bytes"))
+            return
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            self.problems.append(SourceProblem(display, 1, 1, f"file is not UTF-8: {error.reason}"))
+            return
+        documents, problems = parse_documents(text, path=display)
+        self.problems.extend(problems)
+        for document in documents:
+            self.load_document(document)
+
+    def load_document(self, document: Document) -> None:
+        data = document.data
+        if not isinstance(data, dict):
+            self.problems.append(document.problem((), "a document must be a map with apiVersion and kind"))
+            return
+        kind, api_version = data.get("kind"), data.get("apiVersion")
+        if not isinstance(kind, str) or not isinstance(api_version, str):
+            self.problems.append(document.problem((), "a document needs string fields apiVersion and kind"))
+            return
+        if kind == "Policy" and api_version == POLICY_API_VERSION:
+            self.load_policy(document)
+        elif kind == "Namespace" and api_version == "v1":
+            self.load_namespace(document)
+        else:
+            self.problems.append(document.problem(("kind",), (
+                f"unknown kind {api_version}/{kind}; this directory takes {POLICY_API_VERSION}/Policy, "
+                "v1/Namespace and Python modules")))
+
+    def pydantic_problems(self, document: Document, error: ValidationError, prefix: FieldPath = ()) -> None:
+        for item in error.errors():
+            location = (*prefix, *item["loc"])
+            message = item["msg"].removeprefix("Value error, ")
+            if item["type"] == "extra_forbidden":
+                self.problems.append(document.problem(location, f"unknown field {location[-1]!r}", at_key=True))
+            elif item["type"] == "missing":
+                self.problems.append(document.problem(location[:-1], f"missing field {location[-1]!r}"))
+            else:
+                dotted = ".".join(str(part) for part in location)
+                self.problems.append(document.problem(location, f"{dotted}: {message}"))
+
+    def load_namespace(self, document: Document) -> None:
+        try:
+            meta = ObjectMeta.model_validate(document.data.get("metadata") or {})
+        except ValidationError as error:
+            self.pydantic_problems(document, error, ("metadata",))
+            return
+        self.namespaces[meta.name] = document.data
+
+    def load_policy(self, document: Document) -> None:
+        try:
+            policy = PolicyDocument.model_validate(document.data)
+        except ValidationError as error:
+            self.pydantic_problems(document, error)
+            return
+        spec = policy.spec
+        name = policy.metadata.name
+        before = len(self.problems)
+        conditions = tuple(
+            (condition.name, self.compile(document, ("spec", "matchConditions", i, "expression"),
+                                          condition.expression, "bool"))
+            for i, condition in enumerate(spec.matchConditions)
+        )
+        variables: list[CompiledVariable] = []
+        for i, variable in enumerate(spec.variables):
+            program = self.compile(document, ("spec", "variables", i, "expression"), variable.expression, "any")
+            references = frozenset(_VARIABLE_REFERENCE.findall(variable.expression))
+            known = {v.name for v in spec.variables[:i]}
+            for reference in sorted(references - known):
+                self.problems.append(document.problem(("spec", "variables", i, "expression"), (
+                    f"variables.{reference} is not defined before variable {variable.name!r}")))
+            if program is not None:
+                variables.append(CompiledVariable(variable.name, program, references))
+        validations = []
+        for i, validation in enumerate(spec.validations):
+            at = ("spec", "validations", i)
+            program = self.compile(document, (*at, "expression"), validation.expression, "bool")
+            message_program = None
+            if validation.messageExpression is not None:
+                message_program = self.compile(document, (*at, "messageExpression"),
+                                               validation.messageExpression, "string")
+            if program is not None:
+                validations.append(CompiledValidation(
+                    validation.expression, program, validation.message, message_program,
+                    validation.reason or _REASON_DEFAULT))
+        annotations = []
+        for i, annotation in enumerate(spec.auditAnnotations):
+            full_key = f"{name}.{annotation.key}"
+            if len(full_key) > 63:
+                self.problems.append(document.problem(("spec", "auditAnnotations", i, "key"), (
+                    f"audit annotation key {full_key!r} (policy name + '.' + key) is longer than 63 bytes; "
+                    "shorten the key or the policy name")))
+            program = self.compile(document, ("spec", "auditAnnotations", i, "valueExpression"),
+                                   annotation.valueExpression, "any")
+            if program is not None:
+                annotations.append((full_key, program))
+        mutations = [self.compile_mutation(document, i, mutation) for i, mutation in enumerate(spec.mutations)]
+        if len(self.problems) > before:
+            return
+        position = document.where(())
+        self.policies.append(CompiledPolicy(
+            name=name,
+            origin=f"{document.path}:{position.line}",
+            match=spec.matchConstraints,
+            uses_resource_names=uses_resource_names(spec.matchConstraints),
+            failure_policy=spec.failurePolicy,
+            actions=frozenset(spec.validationActions),
+            match_conditions=tuple((n, p) for n, p in conditions if p is not None),
+            params=spec.params,
+            params_prepared=self.engine.prepare(spec.params),
+            variables=tuple(variables),
+            validations=tuple(validations),
+            audit_annotations=tuple(annotations),
+            mutations=tuple(m for m in mutations if m is not None),
+        ))
+
+    def compile_mutation(self, document: Document, index: int, mutation: Any) -> CompiledMutation | None:
+        at = ("spec", "mutations", index)
+        value_program = condition_program = patches_program = None
+        if mutation.valueExpression is not None:
+            value_program = self.compile(document, (*at, "valueExpression"), mutation.valueExpression, "any")
+        if mutation.condition is not None:
+            condition_program = self.compile(document, (*at, "condition"), mutation.condition, "bool")
+        if mutation.patchesExpression is not None:
+            patches_program = self.compile(document, (*at, "patchesExpression"), mutation.patchesExpression, "list")
+        return CompiledMutation(mutation.op, mutation.path, mutation.from_, mutation.value, value_program,
+                                condition_program, patches_program)
+
+    # --- Python ------------------------------------------------------------------------------------
+
+    def load_python(self, path: Path, generation: str) -> None:
+        display = self.display(path)
+        module_name = f"webhook_policy_{generation}_{hashlib.sha256(str(path).encode()).hexdigest()[:12]}"
+        try:
+            module = _import_module(path, module_name)
+        except SyntaxError as error:
+            self.problems.append(SourceProblem(display, error.lineno or 1, error.offset or 1,
+                                               f"Python syntax error: {error.msg}"))
+            return
+        except Exception as error:  # module-level code of a policy file may raise anything
+            line = _error_line(error, path)
+            self.problems.append(SourceProblem(display, line, 1,
+                                               f"importing the module raised {type(error).__name__}: {error}"))
+            return
+        for function in _marked_functions(module):
+            spec: PythonPolicySpec = getattr(function, POLICY_MARK)
+            line = inspect.getsourcelines(function)[1] if _has_source(function) else 1
+            name = spec.name or function.__name__.replace("_", "-").lower()
+            try:
+                ObjectMeta.model_validate({"name": name})
+                match = MatchResources.model_validate(spec.match_constraints)
+            except ValidationError as error:
+                details = "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+                    for e in error.errors())
+                self.problems.append(SourceProblem(display, line, 1, f"policy {name!r}: {details}"))
+                continue
+            self.policies.append(CompiledPolicy(
+                name=name, origin=f"{display}:{line}", match=match, uses_resource_names=uses_resource_names(match),
+                failure_policy=spec.failure_policy, actions=frozenset({"Deny"}), params=spec.params,
+                python_function=function, python_phase=spec.phase,
+            ))
+
+    def finish(self) -> None:
+        seen: dict[str, str] = {}
+        for policy in self.policies:
+            if policy.name in seen:
+                path, _, line = policy.origin.rpartition(":")
+                self.problems.append(SourceProblem(path, int(line), 1, (
+                    f"policy name {policy.name!r} is already used at {seen[policy.name]}")))
+            else:
+                seen[policy.name] = policy.origin
+
+
+def _import_module(path: Path, module_name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses and typing look a module up while it executes
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.modules.pop(module_name, None)
+    return module
+
+
+def _marked_functions(module: ModuleType) -> Iterator[Any]:
+    for value in vars(module).values():
+        if callable(value) and hasattr(value, POLICY_MARK) and getattr(value, "__module__", None) == module.__name__:
+            yield value
+
+
+def _has_source(function: Any) -> bool:
+    try:
+        inspect.getsourcelines(function)
+    except (OSError, TypeError):
+        return False
+    return True
+
+
+def _error_line(error: BaseException, path: Path) -> int:
+    traceback = error.__traceback__
+    line = 1
+    while traceback is not None:
+        if traceback.tb_frame.f_code.co_filename == str(path):
+            line = traceback.tb_lineno
+        traceback = traceback.tb_next
+    return line
+
+
+def load_policy_set(directory: Path, *, engine: Engine) -> PolicySet:
+    """Load and compile `directory` completely, or raise PolicyLoadError listing every problem."""
+    if not directory.is_dir():
+        raise PolicyLoadError([SourceProblem(str(directory), 1, 1, "policy directory does not exist")])
+    files = policy_files(directory)
+    generation = fingerprint(directory)[:12]
+    compiler = _Compiler(engine, directory)
+    for path in files:
+        if path.suffix == ".py":
+            compiler.load_python(path, generation)
+        else:
+            compiler.load_yaml(path)
+    compiler.finish()
+    if compiler.problems:
+        raise PolicyLoadError(compiler.problems)
+    return PolicySet(engine=engine, policies=tuple(compiler.policies), namespaces=compiler.namespaces,
+                     files=tuple(str(p) for p in files), digest=generation)

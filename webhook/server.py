@@ -1,0 +1,171 @@
+"""The HTTP edge: routes, body limits, content checks, error mapping, health, readiness and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.exceptions import HTTPException
+
+from webhook.admission import admit
+from webhook.config import Settings, settings_from_environment
+from webhook.errors import BadRequest
+from webhook.metrics import Metrics
+from webhook.policies.cel import make_engine
+from webhook.policies.compiled import Phase
+from webhook.policies.store import PolicyStore
+from webhook.reviews import build_response, parse_review
+
+log = logging.getLogger("webhook.server")
+JSON = "application/json"
+
+
+def _status_body(code: int, reason: str, message: str) -> bytes:
+    """Errors in the shape of a Kubernetes Status, so that tools that read those can read ours."""
+    return orjson.dumps({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code,
+                         "reason": reason, "message": message})
+
+
+def error_response(code: int, reason: str, message: str) -> Response:
+    return Response(_status_body(code, reason, message), status_code=code, media_type=JSON)
+
+
+async def read_body(request: Request, *, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it passes `limit` (declared or streamed)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise BadRequest("Content-Length is not a number", reason="BadContentLength") from None
+        if size > limit:
+            raise BadRequest(f"request body of {size} bytes is over the limit of {limit} bytes",
+                             status_code=413, reason="RequestEntityTooLarge")
+    chunks: list[bytes] = []
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limit:
+            raise BadRequest(f"request body is over the limit of {limit} bytes", status_code=413,
+                             reason="RequestEntityTooLarge")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _check_content_type(request: Request) -> None:
+    content_type = request.headers.get("content-type", "")
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type != JSON:
+        raise BadRequest(f"Content-Type must be application/json, got {content_type or 'none'!r}",
+                         status_code=415, reason="UnsupportedMediaType")
+
+
+def create_app(settings: Settings) -> FastAPI:
+    metrics = Metrics()
+    store = PolicyStore(settings.policies, engine=make_engine(settings.cel_engine), metrics=metrics)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(store.load)
+        stop = asyncio.Event()
+        watcher = asyncio.create_task(store.watch(stop)) if settings.watch_policies else None
+        try:
+            yield
+        finally:
+            stop.set()
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+
+    app = FastAPI(title="webhook", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.store = store
+    app.state.metrics = metrics
+    app.state.settings = settings
+
+    @app.exception_handler(BadRequest)
+    async def _bad_request(request: Request, error: BadRequest) -> Response:
+        metrics.bad_requests.labels(error.reason).inc()
+        return error_response(error.status_code, error.reason, error.message)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, error: HTTPException) -> Response:
+        reason = {404: "NotFound", 405: "MethodNotAllowed"}.get(error.status_code, "BadRequest")
+        return error_response(error.status_code, reason, f"{request.method} {request.url.path}: {error.detail}")
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, error: RequestValidationError) -> Response:
+        return error_response(400, "BadRequest", str(error))
+
+    async def review(request: Request, phase: Phase) -> Response:
+        started = time.perf_counter()
+        endpoint = "/validate" if phase == "validate" else "/mutate"
+        _check_content_type(request)
+        body = await read_body(request, limit=settings.max_body_bytes)
+        parsed, raw = parse_review(body)
+        policy_set = store.current
+        if policy_set is None:
+            return error_response(503, "ServiceUnavailable",
+                                  "no policy set is loaded yet; see /readyz for the problems")
+        decision = admit(policy_set, parsed.request, raw, phase=phase)
+        for result in decision.results:
+            if result.faults:
+                metrics.policy_errors.labels(result.policy.name).inc()
+        payload = build_response(
+            api_version=parsed.apiVersion, uid=parsed.request.uid, allowed=decision.allowed, code=decision.code,
+            reason=decision.reason, message=decision.message, warnings=decision.warnings,
+            audit_annotations=decision.audit_annotations, patch=decision.patch if phase == "mutate" else None,
+        )
+        verdict = "denied" if not decision.allowed else ("patched" if decision.patch else "allowed")
+        metrics.requests.labels(endpoint, parsed.request.operation, parsed.request.kind.kind, verdict).inc()
+        metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+        if not decision.allowed:
+            log.info("denied %s %s %s/%s uid=%s: %s", parsed.request.operation, parsed.request.kind.kind,
+                     parsed.request.namespace, parsed.request.name, parsed.request.uid, decision.message)
+        return Response(payload, media_type=JSON)
+
+    @app.post("/validate")
+    async def validate(request: Request) -> Response:
+        return await review(request, "validate")
+
+    @app.post("/mutate")
+    async def mutate(request: Request) -> Response:
+        return await review(request, "mutate")
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return Response(orjson.dumps({"status": "ok"}), media_type=JSON)
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        status = store.last_status
+        current = store.current
+        detail: dict[str, Any] = {"ready": current is not None}
+        if current is not None:
+            detail["policies"] = len(current.policies)
+            detail["digest"] = current.digest
+            detail["engine"] = store.engine.name
+        if status is not None and not status.ok:
+            detail["lastLoadFailed"] = True
+            detail["problems"] = [str(problem) for problem in status.problems[:50]]
+        return Response(orjson.dumps(detail), status_code=200 if current is not None else 503, media_type=JSON)
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def create_app_from_environment() -> FastAPI:
+    """The uvicorn factory used by every worker process."""
+    return create_app(settings_from_environment())
