@@ -94,6 +94,7 @@ def _lint(arguments: argparse.Namespace) -> int:
         for problem in error.problems:
             print(problem)
         count = len(error.problems)
+        sys.stdout.flush()
         print(f"{count} problem{'s' if count != 1 else ''} in {arguments.directory}", file=sys.stderr)
         return 1
     print(f"{arguments.directory}: {len(policy_set.policies)} policies, no problems")

@@ -137,7 +137,8 @@ class CelExprEngine:
         return_type = expression.return_type()
         if allowed is not None and expect != "list" and return_type not in allowed:
             raise CelCompileError(f"expression must evaluate to {expect}, but it evaluates to {return_type}")
-        if expect == "list" and not (return_type == self._cel.Type.DYN or return_type.name().startswith("list")):
+        is_list = return_type == self._cel.Type.DYN or return_type.name().lower().startswith("list")
+        if expect == "list" and not is_list:
             raise CelCompileError(f"expression must evaluate to a list, but it evaluates to {return_type}")
         return _ExprProgram(source, expression, expect, self._cel.Type.ERROR)
 
@@ -201,7 +202,13 @@ class CelpyEngine:
             first_line = str(error.args[0]).splitlines()[0] if error.args else "syntax error"
             message = f"Syntax error near {first_line.strip()!r}"
             raise CelCompileError(message, line=error.line or 1, column=error.column or 1) from error
-        return _CelpyProgram(source, self._env.program(tree), expect, self)
+        from webhook.policies.celpy_library import FUNCTIONS, unknown_functions
+
+        unknown = unknown_functions(tree)
+        if unknown:
+            raise CelCompileError(f"the cel-python engine has no function {', '.join(unknown)}; "
+                                  "use --cel-engine cel-expr-python or rewrite the expression")
+        return _CelpyProgram(source, self._env.program(tree, functions=FUNCTIONS), expect, self)
 
     def prepare(self, value: Any) -> Any:
         return self._convert(value)

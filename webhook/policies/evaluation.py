@@ -242,25 +242,22 @@ class Evaluator:
         run = self._start(policy, obj, result)
         if run is None:
             return result, obj
-        operations: list[list[dict[str, Any]]] = []
+        operations: list[dict[str, Any]] = []
         for index, mutation in enumerate(policy.mutations):
             try:
-                built = self._operations(run, mutation)
+                operations.extend(self._operations(run, mutation))
             except CelEvaluationError as error:
                 result.faults.append(f"mutation {index}: {error}")
                 return result, obj
-            if built:
-                operations.append(built)
-        current = obj
-        for group in operations:
-            try:
-                current, applied = apply_operations(current, group)
-            except PatchTestFailed:
-                continue  # a failed test op means "do not apply this mutation", not an error
-            except PatchError as error:
-                result.faults.append(str(error))
-                return result, obj
-            result.patch.extend(applied)
+        # The policy's mutations form one JSON Patch: applied whole, or (after a failed test) not at all.
+        try:
+            current, applied = apply_operations(obj, operations)
+        except PatchTestFailed:
+            return result, obj
+        except PatchError as error:
+            result.faults.append(str(error))
+            return result, obj
+        result.patch.extend(applied)
         return result, current
 
     @staticmethod

@@ -58,7 +58,19 @@ class MatchResources(Model):
     matchPolicy: Literal["Exact", "Equivalent"] = "Equivalent"
 
 
-class NamedExpression(Model):
+class MatchCondition(Model):
+    name: str
+    expression: str
+
+    @field_validator("name")
+    @classmethod
+    def _qualified_name(cls, name: str) -> str:
+        if len(name) > 63 or not _QUALIFIED_NAME_PART.match(name):
+            raise ValueError(f"{name!r} must be a qualified name ([A-Za-z0-9][-A-Za-z0-9_.]*, at most 63 bytes)")
+        return name
+
+
+class Variable(Model):
     name: str
     expression: str
 
@@ -136,9 +148,9 @@ class PolicySpec(Model):
     failurePolicy: Literal["Fail", "Ignore"] = "Fail"
     validationActions: Annotated[list[Literal["Deny", "Warn", "Audit"]], Field(min_length=1)] = ["Deny"]
     matchConstraints: MatchResources
-    matchConditions: list[NamedExpression] = Field(default_factory=list)
+    matchConditions: list[MatchCondition] = Field(default_factory=list)
     params: Any = None
-    variables: list[NamedExpression] = Field(default_factory=list)
+    variables: list[Variable] = Field(default_factory=list)
     validations: list[Validation] = Field(default_factory=list)
     auditAnnotations: list[AuditAnnotation] = Field(default_factory=list)
     mutations: list[Mutation] = Field(default_factory=list)

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import TEST_POLICIES, RunningServer, running_server
+from webhook.config import Settings
+from webhook.policies.cel import ENGINE_NAMES
+
+
+@pytest.fixture(scope="session")
+def cert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("certs")
+
+
+@pytest.fixture(scope="session", params=ENGINE_NAMES)
+def server(request: pytest.FixtureRequest, cert_dir: Path) -> Iterator[RunningServer]:
+    """One server per CEL engine over tests/data/policies, shared by the tests that only read."""
+    settings = Settings(policies=TEST_POLICIES, cel_engine=request.param, watch_policies=False)
+    with running_server(settings, cert_dir) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def fast_server(cert_dir: Path) -> Iterator[RunningServer]:
+    """The default engine only, for tests about the HTTP edge rather than policy semantics."""
+    settings = Settings(policies=TEST_POLICIES, watch_policies=False, max_body_bytes=64 * 1024)
+    with running_server(settings, cert_dir) as running:
+        yield running

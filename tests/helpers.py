@@ -1,0 +1,143 @@
+"""Builders for AdmissionReviews and a real TLS server for the tests."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from webhook.certs import ensure_self_signed, uvicorn_tls_context
+from webhook.config import Settings
+from webhook.server import create_app
+
+DATA = Path(__file__).parent / "data"
+TEST_POLICIES = DATA / "policies"
+
+
+def pod(name: str = "web", *, namespace: str = "default", labels: dict[str, str] | None = None,
+        annotations: dict[str, str] | None = None, images: tuple[str, ...] = ("nginx:1.27",),
+        **spec: Any) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+    if labels is not None:
+        metadata["labels"] = labels
+    if annotations is not None:
+        metadata["annotations"] = annotations
+    containers = [{"name": f"c{i}", "image": image} for i, image in enumerate(images)]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": {"containers": containers, **spec}}
+
+
+def deployment(name: str = "web", *, namespace: str = "default", replicas: int = 1) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}},
+                              "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]}}},
+    }
+
+
+def review(obj: dict[str, Any] | None, *, operation: str = "CREATE", namespace: str | None = None,
+           old: dict[str, Any] | None = None, kind: tuple[str, str, str] = ("", "v1", "Pod"),
+           resource: tuple[str, str, str] = ("", "v1", "pods"), sub_resource: str = "", name: str | None = None,
+           user: str = "alice", groups: tuple[str, ...] = ("system:authenticated",),
+           api_version: str = "admission.k8s.io/v1", dry_run: bool = False) -> dict[str, Any]:
+    source = obj if obj is not None else old
+    metadata = (source or {}).get("metadata", {})
+    request: dict[str, Any] = {
+        "uid": str(uuid.uuid4()),
+        "kind": {"group": kind[0], "version": kind[1], "kind": kind[2]},
+        "resource": {"group": resource[0], "version": resource[1], "resource": resource[2]},
+        "requestKind": {"group": kind[0], "version": kind[1], "kind": kind[2]},
+        "requestResource": {"group": resource[0], "version": resource[1], "resource": resource[2]},
+        "name": name if name is not None else metadata.get("name", ""),
+        "namespace": namespace if namespace is not None else metadata.get("namespace", ""),
+        "operation": operation,
+        "userInfo": {"username": user, "uid": "u-1", "groups": list(groups)},
+        "object": obj,
+        "oldObject": old,
+        "dryRun": dry_run,
+    }
+    if sub_resource:
+        request["subResource"] = sub_resource
+        request["requestSubResource"] = sub_resource
+    return {"apiVersion": api_version, "kind": "AdmissionReview", "request": request}
+
+
+def deployment_review(obj: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    return review(obj, kind=("apps", "v1", "Deployment"), resource=("apps", "v1", "deployments"), **kwargs)
+
+
+@dataclass
+class RunningServer:
+    base_url: str
+    ca_file: Path
+    client: httpx.Client
+    app: Any
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        reply = self.client.post(path, json=body)
+        assert reply.status_code == 200, reply.text
+        data: dict[str, Any] = reply.json()
+        assert data["kind"] == "AdmissionReview"
+        assert data["response"]["uid"] == body["request"]["uid"]
+        return data
+
+    def validate(self, body: dict[str, Any]) -> dict[str, Any]:
+        response: dict[str, Any] = self.post("/validate", body)["response"]
+        return response
+
+    def mutate(self, body: dict[str, Any]) -> dict[str, Any]:
+        response: dict[str, Any] = self.post("/mutate", body)["response"]
+        return response
+
+
+def client_context(ca_file: Path) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(ca_file))
+
+
+def wait_for(condition: Any, *, timeout: float = 15.0, interval: float = 0.05, what: str = "condition") -> Any:
+    """Poll until `condition()` is truthy; a deadline, not a timing assertion."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+@contextlib.contextmanager
+def running_server(settings: Settings, cert_dir: Path) -> Iterator[RunningServer]:
+    """A real uvicorn server over TLS on a free loopback port, in a thread of this process."""
+    files = ensure_self_signed(cert_dir, dns_names=[])
+    app = create_app(settings)
+    config = uvicorn.Config(app, ssl_certfile=str(files.cert), ssl_keyfile=str(files.key),
+                            ssl_context_factory=uvicorn_tls_context, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started or not thread.is_alive(), what="server start")
+    assert server.started, "server did not start"
+    base_url = f"https://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=base_url, verify=client_context(files.ca_cert), timeout=30.0) as client:
+            yield RunningServer(base_url, files.ca_cert, client, app)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        sock.close()
