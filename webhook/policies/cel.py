@@ -135,11 +135,12 @@ class CelExprEngine:
                                   column=int(found.group(2))) from error
         allowed = self._compatible[expect]
         return_type = expression.return_type()
+        shown = str(return_type).lower()
         if allowed is not None and expect != "list" and return_type not in allowed:
-            raise CelCompileError(f"expression must evaluate to {expect}, but it evaluates to {return_type}")
+            raise CelCompileError(f"expression must evaluate to {expect}, but it evaluates to {shown}")
         is_list = return_type == self._cel.Type.DYN or return_type.name().lower().startswith("list")
         if expect == "list" and not is_list:
-            raise CelCompileError(f"expression must evaluate to a list, but it evaluates to {return_type}")
+            raise CelCompileError(f"expression must evaluate to a list, but it evaluates to {shown}")
         return _ExprProgram(source, expression, expect, self._cel.Type.ERROR)
 
     def prepare(self, value: Any) -> Any:
