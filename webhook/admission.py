@@ -47,7 +47,7 @@ def admit(policy_set: PolicySet, request: AdmissionRequest, raw: dict[str, Any],
     policies = matching_policies(policy_set, phase, context)
     if not policies:
         return Decision(allowed=True)
-    evaluator = Evaluator(policy_set, context)
+    evaluator = Evaluator(policy_set, context, policies)
     if phase == "mutate":
         results, _ = evaluator.mutate(policies)
     else:

@@ -1,14 +1,17 @@
 """The one boundary to the CEL engines: `cel-expr-python` (default, type-checked) and `cel-python` (portable).
 
-Both compile once at load and evaluate against an activation built once per request (plus the policy's
-params and variables). Errors of either kind, returned or raised, come out as `CelEvaluationError`.
+Both compile once at load. cel-expr-python converts a bound object on first use and caches the result in the
+activation, so it evaluates every policy of a request against one shared activation: a policy's `params` and
+`variables` are bound inside each compiled expression with `cel.bind` (see `closed_source`). cel-python, whose
+conversion we do ourselves once per request, gets a cheap activation per policy instead. Errors of either
+kind, returned or raised, come out as `CelEvaluationError`.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 ENGINE_NAMES = ("cel-expr-python", "cel-python")
@@ -16,7 +19,44 @@ EngineName = Literal["cel-expr-python", "cel-python"]
 ExpectedType = Literal["bool", "string", "list", "any"]
 # Every name an expression can refer to, as in the Kubernetes API server.
 VARIABLE_NAMES = ("object", "oldObject", "request", "params", "namespaceObject", "variables")
+PARAMS_BY_POLICY = "__params"  # the shared activation's map from a policy's params key to its params
+MAX_CLOSED_SOURCE = 64 * 1024
 _MAX_MESSAGE = 500
+_VARIABLE_REFERENCE = re.compile(r"\bvariables\.([_a-zA-Z][_a-zA-Z0-9]*)")
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyScope:
+    """What one policy's expressions see besides the request: its params (by key) and earlier variables."""
+
+    params_key: str | None = None
+    variables: Mapping[str, str] = field(default_factory=dict)  # name -> source, in definition order
+
+
+def referenced_variables(source: str) -> list[str]:
+    """Names used as `variables.NAME` in a source, in order of first use."""
+    return list(dict.fromkeys(_VARIABLE_REFERENCE.findall(source)))
+
+
+def closed_source(source: str, scope: PolicyScope) -> str:
+    """`source` with its params and the variables it uses bound in place, for one shared activation.
+
+    A variable is inlined where it is used, so it is evaluated only when used (and its error reaches only
+    the expressions that use it), as the API server's lazy variables behave.
+    """
+
+    def close(text: str, defined: list[str]) -> str:
+        used = [name for name in referenced_variables(text) if name in defined]
+        if not used:
+            return f"(\n{text}\n)"
+        bound = ", ".join(f"'{name}': {close(scope.variables[name], defined[: defined.index(name)])}"
+                          for name in used)
+        return f"cel.bind(variables, {{{bound}}}, (\n{text}\n))"
+
+    closed = close(source, list(scope.variables))
+    if scope.params_key is not None:
+        closed = f"cel.bind(params, {PARAMS_BY_POLICY}['{scope.params_key}'], {closed})"
+    return closed
 
 
 class CelCompileError(Exception):
@@ -43,8 +83,9 @@ class Program(Protocol):
 
 class Engine(Protocol):
     name: EngineName
+    shares_activation: bool  # True: one activation per request, params and variables bound in each program
 
-    def compile(self, source: str, *, expect: ExpectedType) -> Program: ...
+    def compile(self, source: str, *, expect: ExpectedType, scope: PolicyScope | None = None) -> Program: ...
 
     def prepare(self, value: Any) -> Any:
         """Convert plain JSON-like data into what this engine binds (done once per request or per load)."""
@@ -105,6 +146,7 @@ class CelExprEngine:
     """cel-expr-python: the official CEL runtime over cel-cpp, with type checking at compile time."""
 
     name: EngineName = "cel-expr-python"
+    shares_activation = True
 
     def __init__(self) -> None:
         from cel_expr_python import cel
@@ -112,7 +154,7 @@ class CelExprEngine:
 
         self._cel = cel
         self._env = cel.NewEnv(
-            variables={name: cel.Type.DYN for name in VARIABLE_NAMES},
+            variables={name: cel.Type.DYN for name in (*VARIABLE_NAMES, PARAMS_BY_POLICY)},
             extensions=[ext_strings.ExtStrings(), ext_optional.ExtOptional(), ext_bindings.ExtBindings(),
                         ext_math.ExtMath()],
         )
@@ -123,9 +165,23 @@ class CelExprEngine:
             "any": None,
         }
 
-    def compile(self, source: str, *, expect: ExpectedType) -> Program:
+    def compile(self, source: str, *, expect: ExpectedType, scope: PolicyScope | None = None) -> Program:
+        expression = self._compile(source)
+        self._check_type(expression, expect)
+        if scope is not None and (scope.params_key is not None or referenced_variables(source)):
+            closed = closed_source(source, scope)
+            if len(closed) > MAX_CLOSED_SOURCE:
+                raise CelCompileError(f"with its variables inlined the expression is {len(closed)} characters "
+                                      f"long; the limit is {MAX_CLOSED_SOURCE} (variables nest too deeply)")
+            try:
+                expression = self._compile(closed)
+            except CelCompileError as error:  # positions in the closed text mean nothing to the author
+                raise CelCompileError(f"with params and variables bound: {error.message}") from error
+        return _ExprProgram(source, expression, expect, self._cel.Type.ERROR)
+
+    def _compile(self, source: str) -> Any:
         try:
-            expression = self._env.compile(source)
+            return self._env.compile(source)
         except RuntimeError as error:
             text = str(error)
             found = _ERROR_POSITION.search(text)
@@ -133,6 +189,8 @@ class CelExprEngine:
                 raise CelCompileError(_shorten(text)) from error
             raise CelCompileError(found.group(3).strip(), line=int(found.group(1)),
                                   column=int(found.group(2))) from error
+
+    def _check_type(self, expression: Any, expect: ExpectedType) -> None:
         allowed = self._compatible[expect]
         return_type = expression.return_type()
         shown = str(return_type).lower()
@@ -141,7 +199,6 @@ class CelExprEngine:
         is_list = return_type == self._cel.Type.DYN or return_type.name().lower().startswith("list")
         if expect == "list" and not is_list:
             raise CelCompileError(f"expression must evaluate to a list, but it evaluates to {shown}")
-        return _ExprProgram(source, expression, expect, self._cel.Type.ERROR)
 
     def prepare(self, value: Any) -> Any:
         return value
@@ -185,6 +242,7 @@ class CelpyEngine:
     """cel-python: pure Python, portable, no type checking before run time."""
 
     name: EngineName = "cel-python"
+    shares_activation = False
 
     def __init__(self) -> None:
         import celpy
@@ -194,7 +252,7 @@ class CelpyEngine:
         self._types = celtypes
         self._env = celpy.Environment()
 
-    def compile(self, source: str, *, expect: ExpectedType) -> Program:
+    def compile(self, source: str, *, expect: ExpectedType, scope: PolicyScope | None = None) -> Program:
         from celpy.celparser import CELParseError
 
         try:

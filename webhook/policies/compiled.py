@@ -41,7 +41,7 @@ class CompiledMutation:
 class CompiledVariable:
     name: str
     program: Program
-    references: frozenset[str]  # names of earlier variables the expression uses
+    references: tuple[str, ...]  # names of earlier variables the expression uses, in order of use
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +54,7 @@ class CompiledPolicy:
     actions: frozenset[str]
     match_conditions: tuple[tuple[str, Program], ...] = ()
     params: Any = None
+    params_key: str | None = None  # where a shared activation holds this policy's params
     params_prepared: Any = None
     variables: tuple[CompiledVariable, ...] = ()
     validations: tuple[CompiledValidation, ...] = ()

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import functools
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from webhook import authoring
 from webhook.patches import PatchError, PatchTestFailed, apply_operations
-from webhook.policies.cel import CelEvaluationError, Engine, Program
-from webhook.policies.compiled import CompiledMutation, CompiledPolicy, Phase, PolicySet
+from webhook.policies.cel import PARAMS_BY_POLICY, CelEvaluationError, Engine, Program, referenced_variables
+from webhook.policies.compiled import CompiledMutation, CompiledPolicy, CompiledVariable, Phase, PolicySet
 from webhook.policies.matching import (
     NAMESPACE_NAME_LABEL,
     ResourceKey,
@@ -22,7 +20,6 @@ from webhook.policies.matching import (
 )
 
 Status = Literal["pass", "fail", "error"]
-_VARIABLE_REFERENCE = re.compile(r"\bvariables\.([_a-zA-Z][_a-zA-Z0-9]*)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,13 +95,8 @@ def matching_policies(policy_set: PolicySet, phase: Phase, context: RequestConte
     return found
 
 
-@functools.lru_cache(maxsize=8192)
-def _references(source: str) -> frozenset[str]:
-    return frozenset(_VARIABLE_REFERENCE.findall(source))
-
-
 class _PolicyRun:
-    """The bindings of one policy on one request: request-level values plus params and variables."""
+    """cel-python: an activation of its own per policy, variables evaluated in order, errors kept per name."""
 
     def __init__(self, engine: Engine, base: Mapping[str, Any], policy: CompiledPolicy) -> None:
         self.engine = engine
@@ -112,28 +104,51 @@ class _PolicyRun:
         self.values: dict[str, Any] = {}
         self.variable_errors: dict[str, str] = {}
         self.activation = engine.activation({**self.base, "variables": engine.bind_variables({})})
+        for variable in policy.variables:
+            self._add_variable(variable)
 
-    def add_variable(self, name: str, program: Program) -> None:
-        failed = _references(program.source) & self.variable_errors.keys()
+    def _add_variable(self, variable: CompiledVariable) -> None:
+        failed = [name for name in variable.references if name in self.variable_errors]
         if failed:
-            first = sorted(failed)[0]
-            self.variable_errors[name] = f"variables.{first}: {self.variable_errors[first]}"
+            self.variable_errors[variable.name] = f"variables.{failed[0]}: {self.variable_errors[failed[0]]}"
             return
         try:
-            self.values[name] = program.evaluate(self.activation)
+            self.values[variable.name] = variable.program.evaluate(self.activation)
         except CelEvaluationError as error:
-            self.variable_errors[name] = str(error)
+            self.variable_errors[variable.name] = str(error)
             return
         self.activation = self.engine.activation(
             {**self.base, "variables": self.engine.bind_variables(self.values)})
 
     def evaluate(self, program: Program) -> Any:
         """The plain result; raises CelEvaluationError, also for a failed variable the expression uses."""
-        failed = _references(program.source) & self.variable_errors.keys()
+        failed = [name for name in referenced_variables(program.source) if name in self.variable_errors]
         if failed:
-            first = sorted(failed)[0]
-            raise CelEvaluationError(f"variables.{first}: {self.variable_errors[first]}")
+            raise CelEvaluationError(f"variables.{failed[0]}: {self.variable_errors[failed[0]]}")
         return self.engine.to_plain(program.evaluate(self.activation))
+
+
+class _SharedRun:
+    """cel-expr-python: the request's one activation; params and variables are bound inside each program."""
+
+    def __init__(self, engine: Engine, activation: Any, policy: CompiledPolicy) -> None:
+        self.engine = engine
+        self.activation = activation
+        self.variables = {variable.name: variable for variable in policy.variables}
+
+    def evaluate(self, program: Program) -> Any:
+        try:
+            return self.engine.to_plain(program.evaluate(self.activation))
+        except CelEvaluationError:
+            for name in referenced_variables(program.source):  # say which variable failed, if one did
+                variable = self.variables.get(name)
+                if variable is None:
+                    continue
+                try:
+                    variable.program.evaluate(self.activation)
+                except CelEvaluationError as error:
+                    raise CelEvaluationError(f"variables.{name}: {error}") from error
+            raise
 
 
 def _describe(source: str) -> str:
@@ -144,24 +159,35 @@ def _describe(source: str) -> str:
 class Evaluator:
     """Runs the policies of one phase over one request."""
 
-    def __init__(self, policy_set: PolicySet, context: RequestContext) -> None:
+    def __init__(self, policy_set: PolicySet, context: RequestContext, policies: Sequence[CompiledPolicy]) -> None:
         self.policy_set = policy_set
         self.engine = policy_set.engine
         self.context = context
-        self._base: dict[str, Any] | None = None
+        self.policies = policies
+        self._bindings: tuple[int, dict[str, Any]] | None = None
+        self._shared: tuple[int, Any] | None = None
 
     def base_bindings(self, obj: Any) -> dict[str, Any]:
-        if self._base is None or self._base.get("__object_id") != id(obj):
+        """The request-level bindings, prepared once per version of the object."""
+        if self._bindings is None or self._bindings[0] != id(obj):
             prepare = self.engine.prepare
             context = self.context
-            self._base = {
+            self._bindings = (id(obj), {
                 "object": prepare(obj),
                 "oldObject": prepare(context.old_object),
                 "request": prepare(context.request),
                 "namespaceObject": prepare(context.namespace_object),
-                "__object_id": id(obj),
-            }
-        return {k: v for k, v in self._base.items() if k != "__object_id"}
+            })
+        return self._bindings[1]
+
+    def shared_activation(self, obj: Any) -> Any:
+        """One activation for every policy of the request (new only when a mutation changed the object)."""
+        if self._shared is None or self._shared[0] != id(obj):
+            params = {p.params_key: p.params_prepared for p in self.policies if p.params_key is not None}
+            activation = self.engine.activation({**self.base_bindings(obj), "params": None, "variables": {},
+                                                 PARAMS_BY_POLICY: params})
+            self._shared = (id(obj), activation)
+        return self._shared[1]
 
     def validate(self, policies: Sequence[CompiledPolicy]) -> list[PolicyResult]:
         return [self._validate_one(policy) for policy in policies]
@@ -177,9 +203,13 @@ class Evaluator:
 
     # --- one policy ----------------------------------------------------------------------------------
 
-    def _start(self, policy: CompiledPolicy, obj: Any, result: PolicyResult) -> _PolicyRun | None:
-        """Bindings, matchConditions and variables; None when the policy does not apply or faulted."""
-        run = _PolicyRun(self.engine, self.base_bindings(obj), policy)
+    def _start(self, policy: CompiledPolicy, obj: Any, result: PolicyResult) -> _PolicyRun | _SharedRun | None:
+        """The policy's bindings after its matchConditions; None when it does not apply or faulted."""
+        run: _PolicyRun | _SharedRun
+        if self.engine.shares_activation:
+            run = _SharedRun(self.engine, self.shared_activation(obj), policy)
+        else:
+            run = _PolicyRun(self.engine, self.base_bindings(obj), policy)
         for name, program in policy.match_conditions:
             try:
                 if run.evaluate(program) is not True:
@@ -187,8 +217,6 @@ class Evaluator:
             except CelEvaluationError as error:
                 result.faults.append(f"matchCondition {name!r}: {error}")
                 return None
-        for variable in policy.variables:
-            run.add_variable(variable.name, variable.program)
         return run
 
     def _validate_one(self, policy: CompiledPolicy) -> PolicyResult:
@@ -223,7 +251,7 @@ class Evaluator:
         return result
 
     @staticmethod
-    def _message(run: _PolicyRun, validation: Any) -> str:
+    def _message(run: _PolicyRun | _SharedRun, validation: Any) -> str:
         if validation.message_program is not None:
             try:
                 message = run.evaluate(validation.message_program)
@@ -261,7 +289,7 @@ class Evaluator:
         return result, current
 
     @staticmethod
-    def _operations(run: _PolicyRun, mutation: CompiledMutation) -> list[dict[str, Any]]:
+    def _operations(run: _PolicyRun | _SharedRun, mutation: CompiledMutation) -> list[dict[str, Any]]:
         if mutation.condition_program is not None and run.evaluate(mutation.condition_program) is not True:
             return []
         if mutation.patches_program is not None:

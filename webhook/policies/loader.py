@@ -6,7 +6,6 @@ import hashlib
 import importlib.util
 import inspect
 import os
-import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from pydantic import ValidationError
 
 from webhook.authoring import POLICY_MARK, PythonPolicySpec
 from webhook.errors import PolicyLoadError, SourceProblem
-from webhook.policies.cel import CelCompileError, Engine, ExpectedType, Program
+from webhook.policies.cel import CelCompileError, Engine, ExpectedType, PolicyScope, Program, referenced_variables
 from webhook.policies.compiled import (
     CompiledMutation,
     CompiledPolicy,
@@ -32,7 +31,6 @@ from webhook.policies.source import Document, FieldPath, parse_documents
 YAML_SUFFIXES = (".yaml", ".yml")
 MAX_EXPRESSION_LENGTH = 10_000
 MAX_FILE_BYTES = 4 * 1024 * 1024
-_VARIABLE_REFERENCE = re.compile(r"\bvariables\.([_a-zA-Z][_a-zA-Z0-9]*)")
 _REASON_DEFAULT = "Forbidden"
 
 
@@ -76,13 +74,20 @@ class _Compiler:
 
     # --- CEL ---------------------------------------------------------------------------------------
 
-    def compile(self, document: Document, path: FieldPath, source: str, expect: ExpectedType) -> Program | None:
+    def compile(self, document: Document, path: FieldPath, source: str, expect: ExpectedType,
+                scope: PolicyScope) -> Program | None:
         if len(source) > MAX_EXPRESSION_LENGTH:
             self.problems.append(document.problem(
                 path, f"expression is {len(source)} characters long; the limit is {MAX_EXPRESSION_LENGTH}"))
             return None
+        undefined = [name for name in referenced_variables(source) if name not in scope.variables]
+        if undefined:
+            self.problems.append(document.problem(path, (
+                f"variables.{undefined[0]} is not defined (variables can use only the variables defined "
+                "before them)")))
+            return None
         try:
-            return self.engine.compile(source, expect=expect)
+            return self.engine.compile(source, expect=expect, scope=scope)
         except CelCompileError as error:
             self.problems.append(document.expression_problem(
                 path, line=error.line, column=error.column, message=f"CEL compile error: {error.message}"))
@@ -112,6 +117,8 @@ class _Compiler:
 
     def load_document(self, document: Document) -> None:
         data = document.data
+        if data is None:  # an empty document, such as after a trailing ---
+            return
         if not isinstance(data, dict):
             self.problems.append(document.problem((), "a document must be a map with apiVersion and kind"))
             return
@@ -157,29 +164,30 @@ class _Compiler:
         spec = policy.spec
         name = policy.metadata.name
         before = len(self.problems)
+        params_key = f"p{len(self.policies)}" if spec.params is not None else None
+        definitions = {variable.name: variable.expression for variable in spec.variables}
+        scope = PolicyScope(params_key, definitions)
         conditions = tuple(
             (condition.name, self.compile(document, ("spec", "matchConditions", i, "expression"),
-                                          condition.expression, "bool"))
+                                          condition.expression, "bool", scope))
             for i, condition in enumerate(spec.matchConditions)
         )
         variables: list[CompiledVariable] = []
         for i, variable in enumerate(spec.variables):
-            program = self.compile(document, ("spec", "variables", i, "expression"), variable.expression, "any")
-            references = frozenset(_VARIABLE_REFERENCE.findall(variable.expression))
-            known = {v.name for v in spec.variables[:i]}
-            for reference in sorted(references - known):
-                self.problems.append(document.problem(("spec", "variables", i, "expression"), (
-                    f"variables.{reference} is not defined before variable {variable.name!r}")))
+            earlier = PolicyScope(params_key, {v.name: v.expression for v in spec.variables[:i]})
+            program = self.compile(document, ("spec", "variables", i, "expression"), variable.expression, "any",
+                                   earlier)
             if program is not None:
-                variables.append(CompiledVariable(variable.name, program, references))
+                variables.append(CompiledVariable(variable.name, program,
+                                                  tuple(referenced_variables(variable.expression))))
         validations = []
         for i, validation in enumerate(spec.validations):
             at = ("spec", "validations", i)
-            program = self.compile(document, (*at, "expression"), validation.expression, "bool")
+            program = self.compile(document, (*at, "expression"), validation.expression, "bool", scope)
             message_program = None
             if validation.messageExpression is not None:
                 message_program = self.compile(document, (*at, "messageExpression"),
-                                               validation.messageExpression, "string")
+                                               validation.messageExpression, "string", scope)
             if program is not None:
                 validations.append(CompiledValidation(
                     validation.expression, program, validation.message, message_program,
@@ -192,10 +200,10 @@ class _Compiler:
                     f"audit annotation key {full_key!r} (policy name + '.' + key) is longer than 63 bytes; "
                     "shorten the key or the policy name")))
             program = self.compile(document, ("spec", "auditAnnotations", i, "valueExpression"),
-                                   annotation.valueExpression, "any")
+                                   annotation.valueExpression, "any", scope)
             if program is not None:
                 annotations.append((full_key, program))
-        mutations = [self.compile_mutation(document, i, mutation) for i, mutation in enumerate(spec.mutations)]
+        mutations = [self.compile_mutation(document, i, mutation, scope) for i, mutation in enumerate(spec.mutations)]
         if len(self.problems) > before:
             return
         position = document.where(())
@@ -208,6 +216,7 @@ class _Compiler:
             actions=frozenset(spec.validationActions),
             match_conditions=tuple((n, p) for n, p in conditions if p is not None),
             params=spec.params,
+            params_key=params_key,
             params_prepared=self.engine.prepare(spec.params),
             variables=tuple(variables),
             validations=tuple(validations),
@@ -215,15 +224,17 @@ class _Compiler:
             mutations=tuple(m for m in mutations if m is not None),
         ))
 
-    def compile_mutation(self, document: Document, index: int, mutation: Any) -> CompiledMutation | None:
+    def compile_mutation(self, document: Document, index: int, mutation: Any,
+                         scope: PolicyScope) -> CompiledMutation | None:
         at = ("spec", "mutations", index)
         value_program = condition_program = patches_program = None
         if mutation.valueExpression is not None:
-            value_program = self.compile(document, (*at, "valueExpression"), mutation.valueExpression, "any")
+            value_program = self.compile(document, (*at, "valueExpression"), mutation.valueExpression, "any", scope)
         if mutation.condition is not None:
-            condition_program = self.compile(document, (*at, "condition"), mutation.condition, "bool")
+            condition_program = self.compile(document, (*at, "condition"), mutation.condition, "bool", scope)
         if mutation.patchesExpression is not None:
-            patches_program = self.compile(document, (*at, "patchesExpression"), mutation.patchesExpression, "list")
+            patches_program = self.compile(document, (*at, "patchesExpression"), mutation.patchesExpression,
+                                           "list", scope)
         return CompiledMutation(mutation.op, mutation.path, mutation.from_, mutation.value, value_program,
                                 condition_program, patches_program)
 
