@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from webhook import authoring
 from webhook.policies.compiled import Phase, PolicySet
 from webhook.policies.decision import Decision, decide
-from webhook.policies.evaluation import Evaluator, RequestContext, matching_policies, namespace_context
+from webhook.policies.evaluation import (
+    Evaluator,
+    PolicyResult,
+    RequestContext,
+    matching_policies,
+    namespace_context,
+)
 from webhook.policies.matching import ResourceKey
 from webhook.reviews import AdmissionRequest
+
+log = logging.getLogger("webhook.admission")
 
 
 def request_context(policy_set: PolicySet, request: AdmissionRequest, raw: dict[str, Any]) -> RequestContext:
@@ -48,8 +57,13 @@ def admit(policy_set: PolicySet, request: AdmissionRequest, raw: dict[str, Any],
     if not policies:
         return Decision(allowed=True)
     evaluator = Evaluator(policy_set, context, policies)
-    if phase == "mutate":
-        results, _ = evaluator.mutate(policies)
-    else:
-        results = evaluator.validate(policies)
+    try:
+        if phase == "mutate":
+            results, _ = evaluator.mutate(policies)
+        else:
+            results = evaluator.validate(policies)
+    except Exception as error:  # a bug or an exhausted resource: still a verdict, never an HTTP 500
+        log.exception("evaluation of request %s failed", request.uid)
+        fault = f"internal error while evaluating: {type(error).__name__}: {error}"
+        results = [PolicyResult(policy, faults=[fault]) for policy in policies]
     return decide(results, phase=phase)
