@@ -1,0 +1,69 @@
+"""Layering and public API: imports point one way (edge -> pipeline -> policies -> models)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import webhook
+
+PACKAGE = Path(webhook.__file__).parent
+# A module may import only modules of its own layer or lower ones.
+LAYERS = [
+    {"webhook.cli", "webhook.__main__"},
+    {"webhook.server"},
+    {"webhook.admission"},
+    {"webhook.policies.store"},
+    {"webhook.policies.loader", "webhook.policies.decision"},
+    {"webhook.policies.evaluation"},
+    {"webhook.policies.compiled"},
+    {"webhook.policies.matching", "webhook.policies.cel", "webhook.policies.source"},
+    {"webhook.policies.celpy_library", "webhook.policies.model", "webhook.reviews", "webhook.patches",
+     "webhook.certs", "webhook.config", "webhook.metrics", "webhook", "webhook.authoring"},
+    {"webhook.errors", "webhook.policies"},
+]
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _layer(name: str) -> int:
+    for index, layer in enumerate(LAYERS):
+        if name in layer:
+            return index
+    raise AssertionError(f"module {name} is in no layer; add it to LAYERS")
+
+
+def _imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("webhook"):
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith("webhook"))
+    return found
+
+
+def test_imports_point_down_the_layers() -> None:
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = _module_name(path)
+        for imported in _imports(path):
+            if _layer(imported) < _layer(name):
+                wrong.append(f"{name} imports {imported}, a higher layer")
+    assert wrong == []
+
+
+def test_public_api_is_exported() -> None:
+    assert sorted(webhook.__all__) == sorted(
+        ["AdmissionRequest", "Allow", "Audit", "Deny", "GroupVersionKind", "GroupVersionResource", "Patch",
+         "UserInfo", "Warn", "allow", "audit", "deny", "mutating", "patch", "validating", "warn"])
+    for name in webhook.__all__:
+        assert getattr(webhook, name) is not None
+
+
+def test_modules_stay_small() -> None:
+    sizes = {_module_name(path): len(path.read_text().splitlines()) for path in PACKAGE.rglob("*.py")}
+    assert {name: size for name, size in sizes.items() if size > 500} == {}
