@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import tempfile
 import ssl
 import threading
 import time
@@ -120,6 +121,8 @@ def wait_for(condition: Any, *, timeout: float = 15.0, interval: float = 0.05, w
 @contextlib.contextmanager
 def running_server(settings: Settings, cert_dir: Path) -> Iterator[RunningServer]:
     """A real uvicorn server over TLS on a free loopback port, in a thread of this process."""
+    if settings.state_dir == Settings().state_dir:  # never the working directory's state
+        settings = settings.model_copy(update={"state_dir": Path(tempfile.mkdtemp(prefix="webhook-state-"))})
     files = ensure_self_signed(cert_dir, dns_names=[])
     app = create_app(settings)
     config = uvicorn.Config(app, ssl_certfile=str(files.cert), ssl_keyfile=str(files.key),

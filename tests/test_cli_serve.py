@@ -33,7 +33,7 @@ def serve(tmp_path: Path) -> Iterator[object]:
         port = free_port()
         process = subprocess.Popen(
             [sys.executable, "-m", "webhook", "serve", "--port", str(port), "--cert-dir", str(tmp_path / "certs"),
-             "--policies", str(TEST_POLICIES), *arguments],
+             "--policies", str(TEST_POLICIES), "--state-dir", str(tmp_path / "state"), *arguments],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         processes.append(process)
         assert process.stdout is not None

@@ -13,13 +13,16 @@ LAYERS = [
     {"webhook.cli", "webhook.__main__"},
     {"webhook.server"},
     {"webhook.admission"},
+    {"webhook.events.service"},
+    {"webhook.events.delivery"},
+    {"webhook.events.outbox", "webhook.events.subscribers", "webhook.events.model", "webhook.events"},
     {"webhook.policies.store"},
     {"webhook.policies.loader", "webhook.policies.decision"},
     {"webhook.policies.evaluation"},
     {"webhook.policies.compiled"},
-    {"webhook.policies.matching", "webhook.policies.cel", "webhook.policies.source"},
+    {"webhook.policies.matching", "webhook.policies.cel"},
     {"webhook.policies.celpy_library", "webhook.policies.model", "webhook.reviews", "webhook.patches",
-     "webhook.certs", "webhook.config", "webhook.metrics", "webhook", "webhook.authoring"},
+     "webhook.certs", "webhook.config", "webhook.metrics", "webhook", "webhook.authoring", "webhook.yamlsource"},
     {"webhook.errors", "webhook.policies"},
 ]
 

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from webhook import authoring
+from webhook.events.service import AdmissionFacts
 from webhook.policies.compiled import Phase, PolicySet
 from webhook.policies.decision import Decision, decide
 from webhook.policies.evaluation import (
@@ -67,3 +68,20 @@ def admit(policy_set: PolicySet, request: AdmissionRequest, raw: dict[str, Any],
         fault = f"internal error while evaluating: {type(error).__name__}: {error}"
         results = [PolicyResult(policy, faults=[fault]) for policy in policies]
     return decide(results, phase=phase)
+
+
+def admission_facts(request: AdmissionRequest, decision: Decision, *, phase: Phase,
+                    duration_ms: float) -> AdmissionFacts:
+    """What the decision's CloudEvent says (the events layer knows no policy or review types)."""
+    status = None if decision.allowed else {"code": decision.code, "reason": decision.reason,
+                                            "message": decision.message}
+    return AdmissionFacts(
+        uid=request.uid, phase=phase, operation=request.operation,
+        kind=request.kind.model_dump(), resource=request.resource.model_dump(), sub_resource=request.subResource,
+        namespace=request.namespace, name=request.name or _name_of(request.object) or _name_of(request.oldObject),
+        username=request.userInfo.username, groups=tuple(request.userInfo.groups),
+        allowed=decision.allowed, status=status, warnings=tuple(decision.warnings),
+        audit_annotations=decision.audit_annotations, policies=tuple(decision.outcomes),
+        patch=tuple(decision.patch if phase == "mutate" and decision.allowed else ()), duration_ms=duration_ms,
+        object=request.object if request.object is not None else request.oldObject,
+    )

@@ -13,12 +13,18 @@ from pydantic import ValidationError
 
 from webhook.config import DEFAULT_MAX_BODY_BYTES, Settings
 from webhook.errors import ConfigError, PolicyLoadError
+from webhook.events.subscribers import ConfigFileError, load_subscribers
 from webhook.policies.cel import ENGINE_NAMES, make_engine
 from webhook.policies.loader import load_policy_set
 
 
 def _environment(name: str, default: str) -> str:
     return os.environ.get(f"WEBHOOK_{name}", default)
+
+
+def _optional_path(name: str) -> Path | None:
+    value = os.environ.get(f"WEBHOOK_{name}")
+    return Path(value) if value else None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,6 +52,33 @@ def _parser() -> argparse.ArgumentParser:
                        help="do not reload policies when the directory changes")
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                        default=_environment("LOG_LEVEL", "info"))
+    serve.add_argument("--state-dir", type=Path, default=Path(_environment("STATE_DIR", ".webhook/state")),
+                       help="where the event outbox (SQLite) lives (default: .webhook/state)")
+    serve.add_argument("--subscribers", type=Path, default=_optional_path("SUBSCRIBERS"),
+                       help="YAML file of event subscribers, reloaded on change (default: no events)")
+    serve.add_argument("--cluster-name", default=_environment("CLUSTER_NAME", "default"),
+                       help="names the cluster in the events' source attribute")
+    serve.add_argument("--server-name", default=os.environ.get("WEBHOOK_SERVER_NAME"),
+                       help="names this server in the events' source attribute (default: host name)")
+    serve.add_argument("--outbox-max-backlog", type=int,
+                       default=int(_environment("OUTBOX_MAX_BACKLOG", "100000")),
+                       help="undelivered events kept at most; past it new events are dropped and counted")
+    serve.add_argument("--delivery-lease-seconds", type=float, default=30.0,
+                       help="how long a claimed delivery stays with one process before another may take it")
+    serve.add_argument("--drain-seconds", type=float, default=5.0,
+                       help="on shutdown, how long in-flight deliveries may finish")
+
+    events = commands.add_parser("events", help="look at and operate the event outbox")
+    events.add_argument("--state-dir", type=Path, default=Path(_environment("STATE_DIR", ".webhook/state")))
+    actions = events.add_subparsers(dest="action", required=True)
+    actions.add_parser("status", help="queue depth, oldest pending age, per-subscriber counts, drops")
+    dead = actions.add_parser("dead-letters", help="list dead letters")
+    dead.add_argument("--subscriber")
+    dead.add_argument("--limit", type=int, default=100)
+    replay = actions.add_parser("replay", help="send dead letters again (by id, subscriber, or --all)")
+    replay.add_argument("--id", dest="event_id")
+    replay.add_argument("--subscriber")
+    replay.add_argument("--all", action="store_true")
 
     lint = commands.add_parser("lint", help="load a policy directory and print its problems as path:line:column")
     lint.add_argument("directory", type=Path)
@@ -60,8 +93,13 @@ def _serve(arguments: argparse.Namespace) -> int:
 
     try:
         settings = Settings.model_validate({
-            key: value for key, value in vars(arguments).items() if key not in ("command",) and value is not None
+            key: value for key, value in vars(arguments).items() if key != "command" and value is not None
         })
+        if settings.subscribers is not None:
+            load_subscribers(settings.subscribers)  # refuse to start on a broken file, with its problems
+    except ConfigFileError as error:
+        print(f"webhook serve: subscribers file rejected:\n{error}", file=sys.stderr)
+        return 2
     except ValidationError as error:
         print(f"webhook serve: invalid settings: {error}", file=sys.stderr)
         return 2
@@ -101,10 +139,50 @@ def _lint(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _events(arguments: argparse.Namespace) -> int:
+    from webhook.events.outbox import Outbox
+
+    path = arguments.state_dir / "outbox.db"
+    if not path.exists():
+        print(f"webhook events: no outbox at {path} (see --state-dir)", file=sys.stderr)
+        return 2
+    outbox = Outbox(path)
+    try:
+        if arguments.action == "status":
+            rows = outbox.status()
+            counters = outbox.counters()
+            disabled = outbox.disabled()
+            backlog = sum(row.pending for row in rows)
+            oldest = max((row.oldest_pending_age or 0.0 for row in rows), default=0.0)
+            print(f"backlog: {backlog} undelivered, oldest {oldest:.1f}s")
+            print(f"dropped: {counters.get('dropped_full', 0)} (outbox full), "
+                  f"{counters.get('dropped_error', 0)} (write errors)")
+            print(f"{'SUBSCRIBER':24} {'PENDING':>8} {'DELIVERED':>10} {'DEAD':>6} {'OLDEST':>8}  STATE")
+            for row in rows:
+                age = f"{row.oldest_pending_age:.1f}s" if row.oldest_pending_age is not None else "-"
+                state = f"disabled: {disabled[row.name]}" if row.name in disabled else "active"
+                print(f"{row.name:24} {row.pending:>8} {row.delivered:>10} {row.dead:>6} {age:>8}  {state}")
+        elif arguments.action == "dead-letters":
+            for letter in outbox.dead_letters(subscriber=arguments.subscriber, limit=arguments.limit):
+                print(f"{letter['event_id']}  {letter['subscriber']}  attempts={letter['attempts']}  "
+                      f"{letter['last_error']}")
+        else:
+            if not (arguments.event_id or arguments.subscriber or arguments.all):
+                print("webhook events replay: give --id, --subscriber or --all", file=sys.stderr)
+                return 2
+            count = outbox.replay(event_id=arguments.event_id, subscriber=arguments.subscriber)
+            print(f"{count} dead letters queued again")
+    finally:
+        outbox.close()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
     if arguments.command == "serve":
         return _serve(arguments)
+    if arguments.command == "events":
+        return _events(arguments)
     return _lint(arguments)
 
 

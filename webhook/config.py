@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -31,6 +32,13 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1024)
     watch_policies: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    state_dir: Path = Path(".webhook/state")
+    subscribers: Path | None = None
+    cluster_name: str = Field(default="default", pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]*$")
+    server_name: str = Field(default_factory=socket.gethostname)
+    outbox_max_backlog: int = Field(default=100_000, ge=1)
+    delivery_lease_seconds: float = Field(default=30.0, gt=0)
+    drain_seconds: float = Field(default=5.0, ge=0)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:

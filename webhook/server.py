@@ -16,13 +16,15 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
 
-from webhook.admission import admit
+from webhook.admission import admission_facts, admit
 from webhook.config import Settings, settings_from_environment
 from webhook.errors import BadRequest
+from webhook.events.model import event_source
+from webhook.events.service import EventService, EventSettings
 from webhook.metrics import Metrics
 from webhook.policies.cel import make_engine
-from webhook.policies.compiled import Phase
-from webhook.policies.store import PolicyStore
+from webhook.policies.compiled import Phase, PolicySet
+from webhook.policies.store import LoadStatus, PolicyStore
 from webhook.reviews import build_response, parse_review
 
 log = logging.getLogger("webhook.server")
@@ -71,13 +73,27 @@ def _check_content_type(request: Request) -> None:
 
 def create_app(settings: Settings) -> FastAPI:
     metrics = Metrics()
-    store = PolicyStore(settings.policies, engine=make_engine(settings.cel_engine), metrics=metrics)
+    events = EventService(EventSettings(
+        state_dir=settings.state_dir, subscribers_file=settings.subscribers,
+        source=event_source(cluster=settings.cluster_name, server=settings.server_name),
+        max_backlog=settings.outbox_max_backlog, lease_seconds=settings.delivery_lease_seconds,
+        drain_seconds=settings.drain_seconds), metrics=metrics)
+
+    def policy_set_event(status: LoadStatus, policy_set: PolicySet | None) -> None:
+        events.record_policy_set(directory=str(settings.policies), ok=status.ok,
+                                 policies=len(policy_set.policies) if policy_set else 0,
+                                 digest=policy_set.digest if policy_set else "",
+                                 problems=[str(problem) for problem in status.problems])
+
+    store = PolicyStore(settings.policies, engine=make_engine(settings.cel_engine), metrics=metrics,
+                        on_load=policy_set_event)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(store.load)
         stop = asyncio.Event()
         watcher = asyncio.create_task(store.watch(stop)) if settings.watch_policies else None
+        delivery = asyncio.create_task(events.run())
         try:
             yield
         finally:
@@ -86,9 +102,12 @@ def create_app(settings: Settings) -> FastAPI:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
+            await events.stop()
+            await delivery
 
     app = FastAPI(title="webhook", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.store = store
+    app.state.events = events
     app.state.metrics = metrics
     app.state.settings = settings
 
@@ -126,8 +145,12 @@ def create_app(settings: Settings) -> FastAPI:
             audit_annotations=decision.audit_annotations, patch=decision.patch if phase == "mutate" else None,
         )
         verdict = "denied" if not decision.allowed else ("patched" if decision.patch else "allowed")
+        elapsed = time.perf_counter() - started
+        if not parsed.request.dryRun:  # sideEffects: NoneOnDryRun
+            events.record_admission(admission_facts(parsed.request, decision, phase=phase,
+                                                    duration_ms=elapsed * 1000))
         metrics.requests.labels(endpoint, parsed.request.operation, parsed.request.kind.kind, verdict).inc()
-        metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+        metrics.latency.labels(endpoint).observe(elapsed)
         if not decision.allowed:
             log.info("denied %s %s %s/%s uid=%s: %s", parsed.request.operation, parsed.request.kind.kind,
                      parsed.request.namespace, parsed.request.name, parsed.request.uid, decision.message)

@@ -28,6 +28,7 @@ class Decision:
     audit_annotations: dict[str, str] = field(default_factory=dict)
     patch: list[dict[str, Any]] = field(default_factory=list)
     results: Sequence[PolicyResult] = ()
+    outcomes: list[dict[str, Any]] = field(default_factory=list)  # per policy: name, result, messages
 
 
 def single_line(text: str, *, limit: int) -> str:
@@ -56,9 +57,11 @@ def decide(results: Sequence[PolicyResult], *, phase: Phase) -> Decision:
     audit_failures: list[dict[str, Any]] = []
     annotations: dict[str, str] = {}
     patch: list[dict[str, Any]] = []
+    outcomes: list[dict[str, Any]] = []
     for result in results:
         policy = result.policy
         name = policy.name
+        outcomes.append(_outcome(result))
         for text in result.warnings:
             _add_warning(warnings, used, f"{name}: {text}")
         annotations.update(result.audit_annotations)
@@ -85,5 +88,22 @@ def decide(results: Sequence[PolicyResult], *, phase: Phase) -> Decision:
         reason = denials[0][1]
         message = single_line("; ".join(message for message, _ in denials), limit=MAX_MESSAGE_BYTES)
         return Decision(allowed=False, code=REASON_CODES.get(reason, 403), reason=reason, message=message,
-                        warnings=warnings, audit_annotations=annotations, results=results)
-    return Decision(allowed=True, warnings=warnings, audit_annotations=annotations, patch=patch, results=results)
+                        warnings=warnings, audit_annotations=annotations, results=results, outcomes=outcomes)
+    return Decision(allowed=True, warnings=warnings, audit_annotations=annotations, patch=patch, results=results,
+                    outcomes=outcomes)
+
+
+def _outcome(result: PolicyResult) -> dict[str, Any]:
+    """One policy's result as events report it: pass, fail (Deny), warn, audit or error (a fault)."""
+    actions = result.policy.actions
+    if result.faults:
+        kind = "error"
+    elif result.violations:
+        kind = "fail" if "Deny" in actions else ("warn" if "Warn" in actions else "audit")
+    elif result.warnings:
+        kind = "warn"
+    else:
+        kind = "pass"
+    messages = [*(v.message for v in result.violations), *result.faults, *result.warnings]
+    return {"policy": result.policy.name, "result": kind,
+            "messages": [single_line(m, limit=MAX_WARNING_CHARS * 4) for m in messages]}

@@ -26,7 +26,7 @@ from webhook.policies.compiled import (
 )
 from webhook.policies.matching import uses_resource_names
 from webhook.policies.model import POLICY_API_VERSION, MatchResources, ObjectMeta, PolicyDocument
-from webhook.policies.source import Document, FieldPath, parse_documents
+from webhook.yamlsource import Document, FieldPath, parse_documents, validation_problems
 
 YAML_SUFFIXES = (".yaml", ".yml")
 MAX_EXPRESSION_LENGTH = 10_000
@@ -135,23 +135,11 @@ class _Compiler:
                 f"unknown kind {api_version}/{kind}; this directory takes {POLICY_API_VERSION}/Policy, "
                 "v1/Namespace and Python modules")))
 
-    def pydantic_problems(self, document: Document, error: ValidationError, prefix: FieldPath = ()) -> None:
-        for item in error.errors():
-            location = (*prefix, *item["loc"])
-            message = item["msg"].removeprefix("Value error, ")
-            if item["type"] == "extra_forbidden":
-                self.problems.append(document.problem(location, f"unknown field {location[-1]!r}", at_key=True))
-            elif item["type"] == "missing":
-                self.problems.append(document.problem(location[:-1], f"missing field {location[-1]!r}"))
-            else:
-                dotted = ".".join(str(part) for part in location)
-                self.problems.append(document.problem(location, f"{dotted}: {message}"))
-
     def load_namespace(self, document: Document) -> None:
         try:
             meta = ObjectMeta.model_validate(document.data.get("metadata") or {})
         except ValidationError as error:
-            self.pydantic_problems(document, error, ("metadata",))
+            self.problems.extend(validation_problems(document, error, ("metadata",)))
             return
         self.namespaces[meta.name] = document.data
 
@@ -159,7 +147,7 @@ class _Compiler:
         try:
             policy = PolicyDocument.model_validate(document.data)
         except ValidationError as error:
-            self.pydantic_problems(document, error)
+            self.problems.extend(validation_problems(document, error))
             return
         spec = policy.spec
         name = policy.metadata.name

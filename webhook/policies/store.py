@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,10 +28,12 @@ class LoadStatus:
 class PolicyStore:
     """Holds the current PolicySet; a reload compiles a whole new set before it replaces the old one."""
 
-    def __init__(self, directory: Path, *, engine: Engine, metrics: Metrics) -> None:
+    def __init__(self, directory: Path, *, engine: Engine, metrics: Metrics,
+                 on_load: Callable[[LoadStatus, PolicySet | None], None] | None = None) -> None:
         self.directory = directory
         self.engine = engine
         self.metrics = metrics
+        self.on_load = on_load
         self.current: PolicySet | None = None
         self.last_status: LoadStatus | None = None
         self._fingerprint: str | None = None
@@ -49,6 +52,7 @@ class PolicyStore:
                        if self.current is not None else "no policy set is serving")
             log.error("policy directory %s rejected, %s:\n%s", self.directory, keeping,
                       "\n".join(str(p) for p in error.problems))
+            self._notify(self.last_status, None)
             return False
         self.current = policy_set  # one reference assignment: requests hold the set they started with
         self._fingerprint = seen
@@ -58,7 +62,16 @@ class PolicyStore:
         self.metrics.policies_loaded.set(len(policy_set.policies))
         log.info("loaded %d policies from %s (engine %s)", len(policy_set.policies), self.directory,
                  self.engine.name)
+        self._notify(self.last_status, policy_set)
         return True
+
+    def _notify(self, status: LoadStatus, policy_set: PolicySet | None) -> None:
+        if self.on_load is None:
+            return
+        try:
+            self.on_load(status, policy_set)
+        except Exception:  # a listener (events) must never break loading
+            log.exception("policy load listener failed")
 
     def changed(self) -> bool:
         return (fingerprint(self.directory) if self.directory.is_dir() else None) != self._fingerprint

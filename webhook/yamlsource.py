@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
@@ -142,3 +143,19 @@ def _yaml_problem(path: str, error: yaml.YAMLError) -> SourceProblem:
     context = getattr(error, "context", None)
     message = f"YAML syntax error: {what}" + (f" ({context})" if context else "")
     return SourceProblem(path, line, column, message)
+
+
+def validation_problems(document: Document, error: ValidationError, prefix: FieldPath = ()) -> list[SourceProblem]:
+    """Pydantic errors as problems at the position of the field they name."""
+    problems = []
+    for item in error.errors():
+        location = (*prefix, *item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            problems.append(document.problem(location, f"unknown field {location[-1]!r}", at_key=True))
+        elif item["type"] == "missing":
+            problems.append(document.problem(location[:-1], f"missing field {location[-1]!r}"))
+        else:
+            dotted = ".".join(str(part) for part in location)
+            problems.append(document.problem(location, f"{dotted}: {message}"))
+    return problems

@@ -1,0 +1,1 @@
+"""CloudEvents notifications: subscribers, a durable SQLite outbox and delivery workers."""

@@ -1,0 +1,66 @@
+"""CloudEvents 1.0 for admission decisions and policy-set changes: attributes, subject, data."""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+ADMISSION_TYPE_PREFIX = "dev.webhook.admission."
+POLICY_TYPE_PREFIX = "dev.webhook.policy."
+SUBSCRIBER_TYPE_PREFIX = "dev.webhook.subscriber."
+_ID_NAMESPACE = uuid.UUID("6f1c5d0e-7e55-4a52-9b62-2a7d0f6a4c11")
+REDACTED = "<redacted>"
+
+
+def event_source(*, cluster: str, server: str) -> str:
+    """The `source` attribute: which cluster and which server decided."""
+    return f"urn:webhook.dev:cluster:{cluster}:server:{server}"
+
+
+def admission_event_id(uid: str, phase: str) -> str:
+    """Stable for one request and phase, so an API server retry of the same review is deduplicated."""
+    return str(uuid.uuid5(_ID_NAMESPACE, f"{uid}/{phase}"))
+
+
+def admission_subject(*, resource: str, sub_resource: str, namespace: str, name: str) -> str:
+    """`namespaces/prod/deployments/web`, `namespaces/prod` for a Namespace, `nodes/n1` when cluster-scoped."""
+    if resource == "namespaces" and not namespace:
+        subject = f"namespaces/{name}" if name else "namespaces"
+    elif namespace:
+        subject = f"namespaces/{namespace}/{resource}" + (f"/{name}" if name else "")
+    else:
+        subject = resource + (f"/{name}" if name else "")
+    return f"{subject}/{sub_resource}" if sub_resource else subject
+
+
+def admission_event_type(*, allowed: bool, patched: bool, warned: bool) -> str:
+    if not allowed:
+        return ADMISSION_TYPE_PREFIX + "denied"
+    if patched:
+        return ADMISSION_TYPE_PREFIX + "mutated"
+    if warned:
+        return ADMISSION_TYPE_PREFIX + "warned"
+    return ADMISSION_TYPE_PREFIX + "allowed"
+
+
+def now_rfc3339() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
+
+
+def attributes(*, event_id: str, event_type: str, source: str, subject: str,
+               extensions: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Context attributes (spec 1.0); extension names are lower-case letters and digits."""
+    return {"specversion": "1.0", "id": event_id, "source": source, "type": event_type, "subject": subject,
+            "time": now_rfc3339(), "datacontenttype": "application/json", **(extensions or {})}
+
+
+def redact_patch(operations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Patch operations with their values hidden (for Secrets: the paths say what changed, not to what)."""
+    return [{k: (REDACTED if k == "value" else v) for k, v in operation.items()} for operation in operations]
+
+
+def new_event_id() -> str:
+    """For events that happen once (policy loads, subscriber changes)."""
+    return uuid.uuid4().hex

@@ -1,0 +1,210 @@
+"""The durable outbox: one SQLite row per (event, subscriber), claimed with leases, so nothing is lost.
+
+WAL mode, one connection per process guarded by a lock. Several processes (uvicorn workers, the CLI) may
+open the same file: claims are single UPDATE ... RETURNING statements, so a row is in flight in one place
+at a time, and a lease that runs out (a killed process) makes the row claimable again.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS deliveries (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL,
+    subscriber TEXT NOT NULL,
+    event BLOB NOT NULL,
+    created REAL NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt REAL NOT NULL,
+    lease_until REAL,
+    last_error TEXT,
+    finished REAL,
+    UNIQUE (event_id, subscriber)
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_attempt);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS disabled_subscribers (name TEXT PRIMARY KEY, at REAL NOT NULL, reason TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    seq: int
+    event_id: str
+    subscriber: str
+    event: bytes
+    attempts: int
+    created: float
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriberStatus:
+    name: str
+    pending: int
+    delivered: int
+    dead: int
+    oldest_pending_age: float | None
+
+
+class Outbox:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._connection = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
+        with self._lock:
+            self._connection.execute("PRAGMA journal_mode=WAL")
+            self._connection.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
+            self._connection.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            self._connection.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._connection.close()
+
+    def _execute(self, sql: str, parameters: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
+        with self._lock:
+            return self._connection.execute(sql, parameters).fetchall()
+
+    # --- request path ------------------------------------------------------------------------------------
+
+    def enqueue(self, rows: Iterable[tuple[str, str, bytes]], *, now: float | None = None) -> int:
+        """Insert (event_id, subscriber, event) rows in one transaction; a repeated pair is ignored."""
+        moment = time.time() if now is None else now
+        values = [(event_id, subscriber, event, moment, moment) for event_id, subscriber, event in rows]
+        if not values:
+            return 0
+        with self._lock:
+            cursor = self._connection.cursor()
+            try:
+                cursor.execute("BEGIN IMMEDIATE")
+                cursor.executemany(
+                    "INSERT OR IGNORE INTO deliveries (event_id, subscriber, event, created, next_attempt) "
+                    "VALUES (?, ?, ?, ?, ?)", values)
+                inserted = cursor.rowcount
+                cursor.execute("COMMIT")
+            except BaseException:
+                if self._connection.in_transaction:
+                    cursor.execute("ROLLBACK")
+                raise
+        return int(inserted)
+
+    # --- delivery ----------------------------------------------------------------------------------------
+
+    def claim(self, *, subscribers: Sequence[str], limit: int, lease_seconds: float,
+              now: float | None = None) -> list[Claimed]:
+        """Due rows of these subscribers (pending, or in flight with an expired lease), leased to the caller."""
+        if not subscribers or limit <= 0:
+            return []
+        moment = time.time() if now is None else now
+        marks = ",".join("?" for _ in subscribers)
+        rows = self._execute(
+            f"UPDATE deliveries SET state = 'inflight', lease_until = ? WHERE seq IN ("  # noqa: S608 - marks only
+            f"  SELECT seq FROM deliveries WHERE subscriber IN ({marks}) AND ("
+            f"    (state = 'pending' AND next_attempt <= ?) OR (state = 'inflight' AND lease_until < ?))"
+            f"  ORDER BY seq LIMIT ?) "
+            f"RETURNING seq, event_id, subscriber, event, attempts, created",
+            (moment + lease_seconds, *subscribers, moment, moment, limit))
+        return sorted((Claimed(*row) for row in rows), key=lambda c: c.seq)
+
+    def delivered(self, seq: int, *, now: float | None = None) -> None:
+        self._execute("UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, finished = ?, "
+                      "lease_until = NULL, last_error = NULL WHERE seq = ?",
+                      (time.time() if now is None else now, seq))
+
+    def retry(self, seq: int, *, at: float, error: str) -> None:
+        self._execute("UPDATE deliveries SET state = 'pending', attempts = attempts + 1, next_attempt = ?, "
+                      "lease_until = NULL, last_error = ? WHERE seq = ?", (at, error[:1000], seq))
+
+    def dead(self, seq: int, *, error: str, now: float | None = None) -> None:
+        self._execute("UPDATE deliveries SET state = 'dead', attempts = attempts + 1, finished = ?, "
+                      "lease_until = NULL, last_error = ? WHERE seq = ?",
+                      (time.time() if now is None else now, error[:1000], seq))
+
+    def release(self, seqs: Sequence[int]) -> None:
+        """Give claimed rows back without counting an attempt (shutdown before they were sent)."""
+        for seq in seqs:
+            self._execute("UPDATE deliveries SET state = 'pending', lease_until = NULL "
+                          "WHERE seq = ? AND state = 'inflight'", (seq,))
+
+    # --- subscribers -------------------------------------------------------------------------------------
+
+    def disable(self, name: str, *, reason: str) -> None:
+        self._execute("INSERT OR REPLACE INTO disabled_subscribers (name, at, reason) VALUES (?, ?, ?)",
+                      (name, time.time(), reason[:500]))
+
+    def enable(self, name: str) -> None:
+        self._execute("DELETE FROM disabled_subscribers WHERE name = ?", (name,))
+
+    def disabled(self) -> dict[str, str]:
+        return {name: reason for name, reason in self._execute("SELECT name, reason FROM disabled_subscribers")}
+
+    # --- operations --------------------------------------------------------------------------------------
+
+    def add_counter(self, name: str, amount: int = 1) -> None:
+        self._execute("INSERT INTO counters (name, value) VALUES (?, ?) "
+                      "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value", (name, amount))
+
+    def counters(self) -> dict[str, int]:
+        return {name: int(value) for name, value in self._execute("SELECT name, value FROM counters")}
+
+    def backlog(self) -> int:
+        """Rows not yet delivered nor dead: what the size cap counts."""
+        return int(self._execute("SELECT count(*) FROM deliveries WHERE state IN ('pending', 'inflight')")[0][0])
+
+    def status(self, *, now: float | None = None) -> list[SubscriberStatus]:
+        moment = time.time() if now is None else now
+        rows = self._execute(
+            "SELECT subscriber, "
+            "  sum(state IN ('pending', 'inflight')), sum(state = 'delivered'), sum(state = 'dead'), "
+            "  min(CASE WHEN state IN ('pending', 'inflight') THEN created END) "
+            "FROM deliveries GROUP BY subscriber ORDER BY subscriber")
+        return [SubscriberStatus(name, int(pending), int(delivered), int(dead),
+                                 None if oldest is None else moment - oldest)
+                for name, pending, delivered, dead, oldest in rows]
+
+    def dead_letters(self, *, subscriber: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        query = ("SELECT seq, event_id, subscriber, attempts, last_error, finished FROM deliveries "
+                 "WHERE state = 'dead'")
+        parameters: list[Any] = []
+        if subscriber is not None:
+            query += " AND subscriber = ?"
+            parameters.append(subscriber)
+        query += " ORDER BY seq LIMIT ?"
+        parameters.append(limit)
+        keys = ("seq", "event_id", "subscriber", "attempts", "last_error", "finished")
+        return [dict(zip(keys, row, strict=True)) for row in self._execute(query, parameters)]
+
+    def replay(self, *, event_id: str | None = None, subscriber: str | None = None) -> int:
+        """Dead letters back to pending with a fresh attempt budget; also re-enables the subscriber."""
+        query = "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt = ?, finished = NULL " \
+                "WHERE state = 'dead'"
+        parameters: list[Any] = [time.time()]
+        if event_id is not None:
+            query += " AND event_id = ?"
+            parameters.append(event_id)
+        if subscriber is not None:
+            query += " AND subscriber = ?"
+            parameters.append(subscriber)
+            self.enable(subscriber)
+        with self._lock:
+            return int(self._connection.execute(query, parameters).rowcount)
+
+    def compact(self, *, delivered_older_than: float, dead_older_than: float) -> int:
+        """Drop old delivered rows and old dead letters, then give free pages back to the file system."""
+        with self._lock:
+            removed = self._connection.execute(
+                "DELETE FROM deliveries WHERE (state = 'delivered' AND finished < ?) "
+                "OR (state = 'dead' AND finished < ?)", (delivered_older_than, dead_older_than)).rowcount
+            self._connection.execute("PRAGMA incremental_vacuum")
+            self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        return int(removed)
