@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import TEST_POLICIES, RunningServer, running_server
+from tests.helpers import TEST_POLICIES, RunningServer, ServerProcess, running_server, start_server_process
 from webhook.config import Settings
 from webhook.policies.cel import ENGINE_NAMES
 
@@ -29,3 +29,18 @@ def fast_server(cert_dir: Path) -> Iterator[RunningServer]:
     settings = Settings(policies=TEST_POLICIES, watch_policies=False, max_body_bytes=64 * 1024)
     with running_server(settings, cert_dir) as running:
         yield running
+
+
+@pytest.fixture
+def server_processes(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """Start `webhook serve` processes under tmp_path; every one is stopped at the end of the test."""
+    started: list[ServerProcess] = []
+
+    def start(*arguments: str, directory: Path | None = None) -> ServerProcess:
+        process = start_server_process(directory or tmp_path, *arguments)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import socket
-import tempfile
 import ssl
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -144,3 +148,67 @@ def running_server(settings: Settings, cert_dir: Path) -> Iterator[RunningServer
         server.should_exit = True
         thread.join(timeout=15)
         sock.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class ServerProcess:
+    """`webhook serve` in a process of its own; output goes to a file so that it never blocks on a pipe."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def header_lines(self) -> list[str]:
+        """The two lines `webhook serve` prints first: the CA path and the caBundle."""
+        lines = wait_for(lambda: (self.output().splitlines()[:2] if self.output().count("\n") >= 2
+                                  or self.process.poll() is not None else None), what="server output")
+        return list(lines)
+
+    def ca_file(self) -> Path:
+        return Path(self.header_lines()[0].removeprefix("CA certificate: ").strip())
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, verify=client_context(self.ca_file()), timeout=10)
+
+    def wait_ready(self) -> None:
+        with self.client() as client:
+            def ready() -> bool:
+                if self.process.poll() is not None:
+                    raise AssertionError(f"server exited:\n{self.output()}")
+                try:
+                    return client.get("/readyz").status_code == 200
+                except httpx.TransportError:
+                    return False
+            wait_for(ready, what="server ready")
+
+    def stop(self, signal_number: int = signal.SIGTERM, *, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal_number)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
+def start_server_process(directory: Path, *arguments: str) -> ServerProcess:
+    """Start `python -m webhook serve` on a free port with certificates and state under `directory`."""
+    port = free_port()
+    directory.mkdir(parents=True, exist_ok=True)
+    log = directory / f"serve-{port}.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "webhook", "serve", "--port", str(port), "--cert-dir", str(directory / "certs"),
+             "--state-dir", str(directory / "state"), *arguments],
+            stdout=output, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return ServerProcess(process, f"https://127.0.0.1:{port}", log)

@@ -26,6 +26,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     at: float
+    status: int = 0  # what the receiver answered
 
     def event(self) -> Any:
         """Parsed by the CloudEvents SDK, binary or structured, as an independent receiver would."""
@@ -46,10 +47,11 @@ class Receiver:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length)
                 with receiver._lock:
-                    receiver.received.append(Received({k.lower(): v for k, v in self.headers.items()}, body,
-                                                      time.monotonic()))
+                    record = Received({k.lower(): v for k, v in self.headers.items()}, body, time.monotonic())
+                    receiver.received.append(record)
                     number = len(receiver.received)
                 status, headers, delay = receiver.behaviour(number)
+                record.status = status
                 if delay:
                     time.sleep(delay)
                 self.send_response(status)
@@ -61,15 +63,20 @@ class Receiver:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class QuietServer(ThreadingHTTPServer):
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                return  # a sender killed mid-request resets its connection: expected here
+
+        self.server = QuietServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/events"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
 
-    def events(self, type_prefix: str = "dev.webhook.") -> list[Any]:
+    def events(self, type_prefix: str = "dev.webhook.", *, acknowledged: bool = False) -> list[Any]:
+        """Events received (only those answered with 2xx when `acknowledged`), parsed by the SDK."""
         with self._lock:
-            items = list(self.received)
+            items = [r for r in self.received if not acknowledged or 200 <= r.status < 300]
         return [event for event in (r.event() for r in items) if event.get_type().startswith(type_prefix)]
 
     def close(self) -> None:

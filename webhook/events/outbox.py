@@ -65,6 +65,7 @@ class Outbox:
             self._connection.execute("PRAGMA journal_mode=WAL")
             self._connection.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
             self._connection.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            self._connection.execute("PRAGMA wal_autocheckpoint=0")
             self._connection.executescript(_SCHEMA)
 
     def close(self) -> None:
