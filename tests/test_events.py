@@ -61,6 +61,18 @@ def outbox(tmp_path: Path) -> Outbox:
     return Outbox(tmp_path / "state" / "outbox.db")
 
 
+def counts(tmp_path: Path) -> dict[str, int]:
+    """Pending, delivered and dead rows of the only subscriber (zeros before the first row arrives)."""
+    box = outbox(tmp_path)
+    try:
+        rows = box.status()
+    finally:
+        box.close()
+    if not rows:
+        return {"pending": 0, "delivered": 0, "dead": 0}
+    return {"pending": rows[0].pending, "delivered": rows[0].delivered, "dead": rows[0].dead}
+
+
 def test_binary_mode_event_as_the_http_binding_says(events_server, receivers) -> None:  # type: ignore[no-untyped-def]
     receiver = receivers()
     server = events_server([{"name": "audit", "sink": receiver.url, "filters": ADMISSION}])
@@ -154,7 +166,7 @@ def test_flapping_subscriber_gets_the_event_after_retries(events_server, receive
     wait_for(lambda: len(receiver.received) == 3, what="third attempt")
     ids = {json.loads(r.body)["uid"] for r in receiver.received}
     assert len(ids) == 1
-    wait_for(lambda: outbox(tmp_path).status()[0].delivered == 1, what="delivered state")
+    wait_for(lambda: counts(tmp_path)["delivered"] == 1, what="delivered state")
     assert 'webhook_events_retried_total{subscriber="flaps"} 2.0' in server.client.get("/metrics").text
 
 
@@ -174,13 +186,13 @@ def test_gone_disables_the_subscriber_until_replayed(events_server, receivers, t
     server.validate(review(pod()))
     wait_for(lambda: outbox(tmp_path).disabled(), what="disabled")
     server.validate(review(pod()))
-    wait_for(lambda: outbox(tmp_path).status()[0].pending == 1, what="second event pending")
+    wait_for(lambda: counts(tmp_path)["pending"] == 1, what="second event pending")
     assert len(receiver.received) == 1
     assert main(["events", "--state-dir", str(tmp_path / "state"), "status"]) == 0
     assert "disabled: 410 Gone" in capsys.readouterr().out
     receiver.behaviour = healthy
     assert main(["events", "--state-dir", str(tmp_path / "state"), "replay", "--subscriber", "gone"]) == 0
-    wait_for(lambda: outbox(tmp_path).status()[0].delivered == 2, what="both delivered after replay")
+    wait_for(lambda: counts(tmp_path)["delivered"] == 2, what="both delivered after replay")
 
 
 def test_client_error_goes_to_dead_letters_at_once_and_replays(
@@ -188,7 +200,7 @@ def test_client_error_goes_to_dead_letters_at_once_and_replays(
     receiver = receivers(lambda n: (400, {}, 0.0))
     server = events_server([{"name": "picky", "sink": receiver.url, "filters": ADMISSION, "retry": FAST_RETRY}])
     server.validate(review(pod()))
-    wait_for(lambda: outbox(tmp_path).status()[0].dead == 1, what="dead letter")
+    wait_for(lambda: counts(tmp_path)["dead"] == 1, what="dead letter")
     assert len(receiver.received) == 1
     state = str(tmp_path / "state")
     assert main(["events", "--state-dir", state, "dead-letters"]) == 0
@@ -197,7 +209,7 @@ def test_client_error_goes_to_dead_letters_at_once_and_replays(
     event_id = listing.split()[0]
     receiver.behaviour = healthy
     assert main(["events", "--state-dir", state, "replay", "--id", event_id]) == 0
-    wait_for(lambda: outbox(tmp_path).status()[0].delivered == 1, what="replayed")
+    wait_for(lambda: counts(tmp_path)["delivered"] == 1, what="replayed")
 
 
 def test_unreachable_subscriber_is_dead_lettered_after_the_retry_budget(
@@ -205,7 +217,7 @@ def test_unreachable_subscriber_is_dead_lettered_after_the_retry_budget(
     server = events_server([{"name": "down", "sink": refused_url(), "filters": ADMISSION,
                              "retry": {**FAST_RETRY, "maxAttempts": 2}}])
     server.validate(review(pod()))
-    wait_for(lambda: outbox(tmp_path).status()[0].dead == 1, what="dead letter")
+    wait_for(lambda: counts(tmp_path)["dead"] == 1, what="dead letter")
     (letter,) = outbox(tmp_path).dead_letters()
     assert letter["attempts"] == 2
     assert letter["last_error"].startswith("gave up after 2 attempts: connection error")
@@ -244,6 +256,15 @@ def test_full_outbox_drops_and_counts_but_admission_goes_on(
     for index in range(6):
         assert server.validate(review(pod(name=f"p{index}")))["allowed"] is True
     assert 'webhook_events_dropped_total{reason="full"} 3.0' in server.client.get("/metrics").text
+
+    def dropped() -> int:
+        box = outbox(tmp_path)
+        try:
+            return box.counters().get("dropped_full", 0)
+        finally:
+            box.close()
+
+    wait_for(lambda: dropped() == 3, what="drops recorded in the outbox")
     assert main(["events", "--state-dir", str(tmp_path / "state"), "status"]) == 0
     out = capsys.readouterr().out
     assert "dropped: 3 (outbox full)" in out

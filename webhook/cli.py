@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +15,7 @@ from pydantic import ValidationError
 
 from webhook.config import DEFAULT_MAX_BODY_BYTES, Settings
 from webhook.errors import ConfigError, PolicyLoadError
+from webhook.events.service import EventDeliverer
 from webhook.events.subscribers import ConfigFileError, load_subscribers
 from webhook.policies.cel import ENGINE_NAMES, make_engine
 from webhook.policies.loader import load_policy_set
@@ -67,6 +70,11 @@ def _parser() -> argparse.ArgumentParser:
                        help="how long a claimed delivery stays with one process before another may take it")
     serve.add_argument("--drain-seconds", type=float, default=5.0,
                        help="on shutdown, how long in-flight deliveries may finish")
+    serve.add_argument("--event-delivery", choices=("process", "inline"), default="process",
+                       help="deliver events from a process of their own (default) or inside each server process")
+
+    commands.add_parser("deliver", help="deliver events from the outbox (started by `webhook serve`; also usable "
+                        "as a sidecar with the same WEBHOOK_SETTINGS_JSON)")
 
     events = commands.add_parser("events", help="look at and operate the event outbox")
     events.add_argument("--state-dir", type=Path, default=Path(_environment("STATE_DIR", ".webhook/state")))
@@ -87,9 +95,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(arguments: argparse.Namespace) -> int:
-    import uvicorn
-
-    from webhook.certs import ensure_self_signed, uvicorn_tls_context
+    from webhook.certs import ensure_self_signed
 
     try:
         settings = Settings.model_validate({
@@ -116,12 +122,53 @@ def _serve(arguments: argparse.Namespace) -> int:
         return 2
     os.environ.update(settings.to_environment())
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    deliverer = None
+    if settings.event_delivery == "process" and settings.subscribers is not None:
+        deliverer = subprocess.Popen([sys.executable, "-m", "webhook", "deliver"])
+    try:
+        _run_uvicorn(settings, cert_file=cert_file, key_file=key_file)
+    finally:
+        if deliverer is not None:
+            deliverer.send_signal(signal.SIGTERM)
+            try:
+                deliverer.wait(timeout=settings.drain_seconds + 10)
+            except subprocess.TimeoutExpired:
+                deliverer.kill()
+    return 0
+
+
+def _run_uvicorn(settings: Settings, *, cert_file: Path, key_file: Path) -> None:
+    import uvicorn
+
+    from webhook.certs import uvicorn_tls_context
+
     uvicorn.run(
         "webhook.server:create_app_from_environment", factory=True, host=settings.host, port=settings.port,
         workers=settings.workers, ssl_certfile=str(cert_file), ssl_keyfile=str(key_file),
         ssl_context_factory=uvicorn_tls_context, log_level=settings.log_level, server_header=False,
         proxy_headers=False, access_log=settings.log_level == "debug",
     )
+
+
+def _deliver() -> int:
+    """Run the event deliverer until SIGTERM (or until the `webhook serve` that started it is gone)."""
+    import asyncio
+
+    from webhook.config import settings_from_environment
+    from webhook.metrics import Metrics
+    from webhook.server import event_settings_from
+
+    settings = settings_from_environment()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    deliverer = EventDeliverer(event_settings_from(settings), metrics=Metrics(), parent_pid=os.getppid())
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for number in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(number, deliverer.stop)
+        await deliverer.run()
+
+    asyncio.run(run())
     return 0
 
 
@@ -183,6 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(arguments)
     if arguments.command == "events":
         return _events(arguments)
+    if arguments.command == "deliver":
+        return _deliver()
     return _lint(arguments)
 
 

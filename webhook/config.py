@@ -39,6 +39,8 @@ class Settings(BaseModel):
     outbox_max_backlog: int = Field(default=100_000, ge=1)
     delivery_lease_seconds: float = Field(default=30.0, gt=0)
     drain_seconds: float = Field(default=5.0, ge=0)
+    # inline: each serving process also delivers; process: `webhook serve` runs one `webhook deliver` process
+    event_delivery: Literal["inline", "process"] = "inline"
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:

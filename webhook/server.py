@@ -20,7 +20,7 @@ from webhook.admission import admission_facts, admit
 from webhook.config import Settings, settings_from_environment
 from webhook.errors import BadRequest
 from webhook.events.model import event_source
-from webhook.events.service import EventService, EventSettings
+from webhook.events.service import EventDeliverer, EventRecorder, EventSettings
 from webhook.metrics import Metrics
 from webhook.policies.cel import make_engine
 from webhook.policies.compiled import Phase, PolicySet
@@ -73,11 +73,8 @@ def _check_content_type(request: Request) -> None:
 
 def create_app(settings: Settings) -> FastAPI:
     metrics = Metrics()
-    events = EventService(EventSettings(
-        state_dir=settings.state_dir, subscribers_file=settings.subscribers,
-        source=event_source(cluster=settings.cluster_name, server=settings.server_name),
-        max_backlog=settings.outbox_max_backlog, lease_seconds=settings.delivery_lease_seconds,
-        drain_seconds=settings.drain_seconds), metrics=metrics)
+    event_settings = event_settings_from(settings)
+    events = EventRecorder(event_settings, metrics=metrics)
 
     def policy_set_event(status: LoadStatus, policy_set: PolicySet | None) -> None:
         events.record_policy_set(directory=str(settings.policies), ok=status.ok,
@@ -93,7 +90,11 @@ def create_app(settings: Settings) -> FastAPI:
         await asyncio.to_thread(store.load)
         stop = asyncio.Event()
         watcher = asyncio.create_task(store.watch(stop)) if settings.watch_policies else None
-        delivery = asyncio.create_task(events.run())
+        spooling = asyncio.create_task(_maintain_events(events, stop))
+        deliverer = None
+        if settings.event_delivery == "inline":
+            deliverer = EventDeliverer(event_settings, metrics=metrics, recorder=events)
+            delivery = asyncio.create_task(deliverer.run())
         try:
             yield
         finally:
@@ -102,8 +103,11 @@ def create_app(settings: Settings) -> FastAPI:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
-            await events.stop()
-            await delivery
+            await spooling
+            events.close()
+            if deliverer is not None:
+                deliverer.stop()
+                await delivery
 
     app = FastAPI(title="webhook", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.store = store
@@ -187,6 +191,25 @@ def create_app(settings: Settings) -> FastAPI:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def event_settings_from(settings: Settings) -> EventSettings:
+    return EventSettings(
+        state_dir=settings.state_dir, subscribers_file=settings.subscribers,
+        source=event_source(cluster=settings.cluster_name, server=settings.server_name),
+        max_backlog=settings.outbox_max_backlog, lease_seconds=settings.delivery_lease_seconds,
+        drain_seconds=settings.drain_seconds)
+
+
+async def _maintain_events(recorder: EventRecorder, stop: asyncio.Event) -> None:
+    """Hand spooled events to the deliverer every 50 ms (and refresh subscribers and the backlog)."""
+    while not stop.is_set():
+        try:
+            recorder.maintain()
+        except Exception:
+            log.exception("event spool maintenance failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=0.05)
 
 
 def create_app_from_environment() -> FastAPI:

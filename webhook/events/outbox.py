@@ -47,6 +47,16 @@ class Claimed:
 
 
 @dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    """What became of one claimed row: delivered, pending again (retry at next_attempt), or dead."""
+
+    seq: int
+    state: str
+    next_attempt: float = 0.0
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class SubscriberStatus:
     name: str
     pending: int
@@ -117,19 +127,29 @@ class Outbox:
             (moment + lease_seconds, *subscribers, moment, moment, limit))
         return sorted((Claimed(*row) for row in rows), key=lambda c: c.seq)
 
-    def delivered(self, seq: int, *, now: float | None = None) -> None:
-        self._execute("UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, finished = ?, "
-                      "lease_until = NULL, last_error = NULL WHERE seq = ?",
-                      (time.time() if now is None else now, seq))
-
-    def retry(self, seq: int, *, at: float, error: str) -> None:
-        self._execute("UPDATE deliveries SET state = 'pending', attempts = attempts + 1, next_attempt = ?, "
-                      "lease_until = NULL, last_error = ? WHERE seq = ?", (at, error[:1000], seq))
-
-    def dead(self, seq: int, *, error: str, now: float | None = None) -> None:
-        self._execute("UPDATE deliveries SET state = 'dead', attempts = attempts + 1, finished = ?, "
-                      "lease_until = NULL, last_error = ? WHERE seq = ?",
-                      (time.time() if now is None else now, error[:1000], seq))
+    def record(self, outcomes: Sequence[DeliveryRecord], *, now: float | None = None) -> None:
+        """Several delivery outcomes in one transaction (one commit per loop turn, not per event)."""
+        if not outcomes:
+            return
+        moment = time.time() if now is None else now
+        delivered = [(moment, o.seq) for o in outcomes if o.state == "delivered"]
+        retried = [(o.next_attempt, o.error[:1000], o.seq) for o in outcomes if o.state == "pending"]
+        dead = [(moment, o.error[:1000], o.seq) for o in outcomes if o.state == "dead"]
+        with self._lock:
+            cursor = self._connection.cursor()
+            cursor.execute("BEGIN IMMEDIATE")
+            try:
+                cursor.executemany("UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, "
+                                   "finished = ?, lease_until = NULL, last_error = NULL WHERE seq = ?", delivered)
+                cursor.executemany("UPDATE deliveries SET state = 'pending', attempts = attempts + 1, "
+                                   "next_attempt = ?, lease_until = NULL, last_error = ? WHERE seq = ?", retried)
+                cursor.executemany("UPDATE deliveries SET state = 'dead', attempts = attempts + 1, finished = ?, "
+                                   "lease_until = NULL, last_error = ? WHERE seq = ?", dead)
+                cursor.execute("COMMIT")
+            except BaseException:
+                if self._connection.in_transaction:
+                    cursor.execute("ROLLBACK")
+                raise
 
     def release(self, seqs: Sequence[int]) -> None:
         """Give claimed rows back without counting an attempt (shutdown before they were sent)."""
@@ -199,6 +219,11 @@ class Outbox:
             self.enable(subscriber)
         with self._lock:
             return int(self._connection.execute(query, parameters).rowcount)
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file; writers never do it themselves (see wal_autocheckpoint)."""
+        with self._lock:
+            self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def compact(self, *, delivered_older_than: float, dead_older_than: float) -> int:
         """Drop old delivered rows and old dead letters, then give free pages back to the file system."""

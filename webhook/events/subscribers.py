@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, fie
 from webhook.errors import SourceProblem
 from webhook.yamlsource import parse_documents, validation_problems
 
+log = logging.getLogger("webhook.events")
 DIALECTS = ("exact", "prefix", "suffix", "all", "any", "not")
 
 
@@ -189,3 +191,38 @@ class ConfigFileError(Exception):
     def __init__(self, problems: list[SourceProblem]) -> None:
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
+
+
+class SubscriberSet:
+    """The current subscribers from a file, re-read when it changes; a broken file keeps the last good set."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.current: tuple[ResolvedSubscriber, ...] = ()
+        self.problems: list[str] = []
+        self._stamp: tuple[float, int] | None = None
+        self.refresh()
+
+    def refresh(self) -> bool:
+        """Reload if the file changed; True when the set was replaced."""
+        if self.path is None:
+            return False
+        try:
+            stat = self.path.stat()
+            stamp = (stat.st_mtime, stat.st_size)
+        except OSError:
+            stamp = (0.0, -1)
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        try:
+            loaded = load_subscribers(self.path)
+        except ConfigFileError as error:
+            self.problems = [str(problem) for problem in error.problems]
+            log.error("subscribers file %s rejected, keeping %d subscribers:\n%s", self.path, len(self.current),
+                      "\n".join(self.problems))
+            return False
+        self.current = loaded
+        self.problems = []
+        log.info("loaded %d subscribers from %s", len(loaded), self.path)
+        return True
