@@ -111,7 +111,8 @@ def write_subscribers(path: Path, healthy_url: str) -> None:
     ]}))
 
 
-def measure(*, engine: str, requests: int, warmup: int, subscribers: bool) -> dict[str, Any]:
+def measure(*, engine: str, requests: int, warmup: int, subscribers: bool, profile: str | None = None,
+            all_down: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as temporary:
         base = Path(temporary)
         policies = base / "policies"
@@ -124,7 +125,8 @@ def measure(*, engine: str, requests: int, warmup: int, subscribers: bool) -> di
         if subscribers:  # the healthy subscriber is a process of its own, so that it does not slow the client
             receiver_port = free_port()
             receiver = subprocess.Popen([sys.executable, __file__, "--receiver", str(receiver_port)])
-            write_subscribers(base / "subscribers.yaml", f"http://127.0.0.1:{receiver_port}/events")
+            write_subscribers(base / "subscribers.yaml",
+                              f"http://127.0.0.1:{free_port() if all_down else receiver_port}/events")
             extra = ["--subscribers", str(base / "subscribers.yaml")]
         log = (base / "serve.log").open("wb")
         server = subprocess.Popen(
@@ -157,6 +159,12 @@ def measure(*, engine: str, requests: int, warmup: int, subscribers: bool) -> di
             for _ in range(warmup):
                 connection.request("POST", "/validate", body=body, headers=headers)
                 connection.getresponse().read()
+            profiler = None
+            if profile:  # py-spy samples the server process while the measured requests run
+                profiler = subprocess.Popen(["py-spy", "record", "--pid", str(server.pid), "--rate", "500",
+                                             "--format", "speedscope" if profile.endswith(".json") else "flamegraph",
+                                             "--output", profile, "--subprocesses"], stdout=subprocess.DEVNULL)
+                time.sleep(1.0)
             latencies = []
             for _ in range(requests):
                 started = time.perf_counter()
@@ -166,6 +174,9 @@ def measure(*, engine: str, requests: int, warmup: int, subscribers: bool) -> di
                 latencies.append((time.perf_counter() - started) * 1000)
                 assert reply.status == 200
             connection.close()
+            if profiler is not None:
+                profiler.send_signal(signal.SIGINT)
+                profiler.wait(timeout=60)
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=30)
@@ -196,17 +207,19 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--cel-engine", default="cel-expr-python", choices=("cel-expr-python", "cel-python"))
     parser.add_argument("--compare-subscribers", action="store_true")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="record the server with py-spy during the last measurement (.svg, or .json speedscope)")
     parser.add_argument("--receiver", type=int, help=argparse.SUPPRESS)  # internal: run the healthy subscriber
     arguments = parser.parse_args()
     if arguments.receiver:
         ThreadingHTTPServer(("127.0.0.1", arguments.receiver), _Accept).serve_forever()
         return 0
     plain = measure(engine=arguments.cel_engine, requests=arguments.requests, warmup=arguments.warmup,
-                    subscribers=False)
+                    subscribers=False, profile=None if arguments.compare_subscribers else arguments.profile)
     report(plain)
     if arguments.compare_subscribers:
         with_events = measure(engine=arguments.cel_engine, requests=arguments.requests, warmup=arguments.warmup,
-                              subscribers=True)
+                              subscribers=True, profile=arguments.profile)
         report(with_events)
         ratio = with_events["p50_ms"] / plain["p50_ms"]
         print(f"median with two subscribers (one down) / without: {ratio:.3f} "

@@ -16,6 +16,7 @@ LAYERS = [
     {"webhook.events.service"},
     {"webhook.events.delivery"},
     {"webhook.events.outbox", "webhook.events.subscribers", "webhook.events.model", "webhook.events.spool",
+     "webhook.events.telemetry",
      "webhook.events"},
     {"webhook.policies.store"},
     {"webhook.policies.loader", "webhook.policies.decision"},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from webhook import authoring
@@ -83,5 +84,5 @@ def admission_facts(request: AdmissionRequest, decision: Decision, *, phase: Pha
         allowed=decision.allowed, status=status, warnings=tuple(decision.warnings),
         audit_annotations=decision.audit_annotations, policies=tuple(decision.outcomes),
         patch=tuple(decision.patch if phase == "mutate" and decision.allowed else ()), duration_ms=duration_ms,
-        object=request.object if request.object is not None else request.oldObject,
+        time=time.time(),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -19,6 +20,8 @@ from webhook.events.service import EventDeliverer
 from webhook.events.subscribers import ConfigFileError, load_subscribers
 from webhook.policies.cel import ENGINE_NAMES, make_engine
 from webhook.policies.loader import load_policy_set
+
+PARENT_PID_VARIABLE = "WEBHOOK_PARENT_PID"
 
 
 def _environment(name: str, default: str) -> str:
@@ -124,7 +127,11 @@ def _serve(arguments: argparse.Namespace) -> int:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     deliverer = None
     if settings.event_delivery == "process" and settings.subscribers is not None:
-        deliverer = subprocess.Popen([sys.executable, "-m", "webhook", "deliver"])
+        deliverer = subprocess.Popen([sys.executable, "-m", "webhook", "deliver"],
+                                     env={**os.environ, PARENT_PID_VARIABLE: str(os.getpid())})
+    # uvicorn re-raises the SIGTERM it caught once it has shut down; turning that into SystemExit lets the
+    # finally below stop the deliverer (which then drains) instead of the default action killing this process.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         _run_uvicorn(settings, cert_file=cert_file, key_file=key_file)
     finally:
@@ -135,6 +142,10 @@ def _serve(arguments: argparse.Namespace) -> int:
             except subprocess.TimeoutExpired:
                 deliverer.kill()
     return 0
+
+
+def _exit_on_signal(number: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _run_uvicorn(settings: Settings, *, cert_file: Path, key_file: Path) -> None:
@@ -155,12 +166,18 @@ def _deliver() -> int:
     import asyncio
 
     from webhook.config import settings_from_environment
-    from webhook.metrics import Metrics
     from webhook.server import event_settings_from
 
     settings = settings_from_environment()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    deliverer = EventDeliverer(event_settings_from(settings), metrics=Metrics(), parent_pid=os.getppid())
+    # The parent's pid comes from the parent itself: os.getppid() here could already be 1 when the server was
+    # killed while this process was still starting, and such a deliverer would never notice it is orphaned.
+    parent = os.environ.get(PARENT_PID_VARIABLE)
+    parent_pid = int(parent) if parent else None
+    _terminate_with_parent()
+    if parent_pid is not None and os.getppid() != parent_pid:
+        return 0
+    deliverer = EventDeliverer(event_settings_from(settings), parent_pid=parent_pid)
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
@@ -170,6 +187,18 @@ def _deliver() -> int:
 
     asyncio.run(run())
     return 0
+
+
+def _terminate_with_parent() -> None:
+    """Ask Linux to send SIGTERM to this process when its parent dies (prctl PR_SET_PDEATHSIG); elsewhere the
+    deliverer's own polling of its parent pid does the same job, only later."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
 
 
 def _lint(arguments: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.registry import Collector
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -31,29 +32,14 @@ class Metrics:
             "webhook_policy_set_healthy", "1 when the last load of the policy directory succeeded.",
             registry=self.registry)
 
-        self.events_enqueued = Counter(
-            "webhook_events_enqueued", "Event deliveries written to the outbox, by subscriber.",
-            ["subscriber"], registry=self.registry)
-        self.events_delivered = Counter(
-            "webhook_events_delivered", "Events delivered (2xx), by subscriber.", ["subscriber"],
-            registry=self.registry)
-        self.events_retried = Counter(
-            "webhook_events_retried", "Delivery attempts that will be retried, by subscriber.", ["subscriber"],
-            registry=self.registry)
-        self.events_dead_lettered = Counter(
-            "webhook_events_dead_lettered", "Events moved to the dead-letter store, by subscriber.",
-            ["subscriber"], registry=self.registry)
         self.events_dropped = Counter(
-            "webhook_events_dropped", "Events not written to the outbox, by reason (full, error).",
+            "webhook_events_dropped", "Events this process could not spool, by reason (full, error).",
             ["reason"], registry=self.registry)
-        self.subscribers_disabled = Counter(
-            "webhook_subscribers_disabled", "Subscribers disabled after answering 410 Gone.", ["subscriber"],
-            registry=self.registry)
-        self.outbox_backlog = Gauge(
-            "webhook_outbox_backlog", "Deliveries pending or in flight.", registry=self.registry)
-        self.delivery_latency = Histogram(
-            "webhook_event_delivery_seconds", "From the decision to the subscriber's 2xx, by subscriber.",
-            ["subscriber"], buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 30, 60, 300, 1800, 3600), registry=self.registry)
+        # The delivery metrics (enqueued, delivered, retried, dead-lettered, backlog, delivery latency) are
+        # read from the outbox at scrape time: see webhook.events.telemetry.
+
+    def add_collector(self, collector: Collector) -> None:
+        self.registry.register(collector)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

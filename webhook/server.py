@@ -21,6 +21,7 @@ from webhook.config import Settings, settings_from_environment
 from webhook.errors import BadRequest
 from webhook.events.model import event_source
 from webhook.events.service import EventDeliverer, EventRecorder, EventSettings
+from webhook.events.telemetry import OutboxCollector
 from webhook.metrics import Metrics
 from webhook.policies.cel import make_engine
 from webhook.policies.compiled import Phase, PolicySet
@@ -75,6 +76,7 @@ def create_app(settings: Settings) -> FastAPI:
     metrics = Metrics()
     event_settings = event_settings_from(settings)
     events = EventRecorder(event_settings, metrics=metrics)
+    metrics.add_collector(OutboxCollector(event_settings.outbox_path))
 
     def policy_set_event(status: LoadStatus, policy_set: PolicySet | None) -> None:
         events.record_policy_set(directory=str(settings.policies), ok=status.ok,
@@ -93,7 +95,7 @@ def create_app(settings: Settings) -> FastAPI:
         spooling = asyncio.create_task(_maintain_events(events, stop))
         deliverer = None
         if settings.event_delivery == "inline":
-            deliverer = EventDeliverer(event_settings, metrics=metrics, recorder=events)
+            deliverer = EventDeliverer(event_settings)
             delivery = asyncio.create_task(deliverer.run())
         try:
             yield
@@ -151,8 +153,9 @@ def create_app(settings: Settings) -> FastAPI:
         verdict = "denied" if not decision.allowed else ("patched" if decision.patch else "allowed")
         elapsed = time.perf_counter() - started
         if not parsed.request.dryRun:  # sideEffects: NoneOnDryRun
-            events.record_admission(admission_facts(parsed.request, decision, phase=phase,
-                                                    duration_ms=elapsed * 1000))
+            asked = parsed.request
+            events.record_admission(admission_facts(asked, decision, phase=phase, duration_ms=elapsed * 1000),
+                                    asked.object if asked.object is not None else asked.oldObject)
         metrics.requests.labels(endpoint, parsed.request.operation, parsed.request.kind.kind, verdict).inc()
         metrics.latency.labels(endpoint).observe(elapsed)
         if not decision.allowed:

@@ -45,15 +45,50 @@ def admission_event_type(*, allowed: bool, patched: bool, warned: bool) -> str:
     return ADMISSION_TYPE_PREFIX + "allowed"
 
 
-def now_rfc3339() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
+def rfc3339(moment: float | None = None) -> str:
+    """RFC 3339 in UTC with a `Z`, of a Unix time (now when not given)."""
+    stamp = datetime.datetime.now(datetime.UTC) if moment is None else datetime.datetime.fromtimestamp(
+        moment, datetime.UTC)
+    return stamp.isoformat().replace("+00:00", "Z")
 
 
-def attributes(*, event_id: str, event_type: str, source: str, subject: str,
+def attributes(*, event_id: str, event_type: str, source: str, subject: str, time: float | None = None,
                extensions: Mapping[str, str] | None = None) -> dict[str, str]:
     """Context attributes (spec 1.0); extension names are lower-case letters and digits."""
     return {"specversion": "1.0", "id": event_id, "source": source, "type": event_type, "subject": subject,
-            "time": now_rfc3339(), "datacontenttype": "application/json", **(extensions or {})}
+            "time": rfc3339(time), "datacontenttype": "application/json", **(extensions or {})}
+
+
+def is_secret(kind: Mapping[str, Any]) -> bool:
+    return kind.get("group", "") == "" and kind.get("kind") == "Secret"
+
+
+def admission_event(facts: Mapping[str, Any], *, source: str) -> tuple[dict[str, str], dict[str, Any]]:
+    """The CloudEvent (attributes, data) of one decision, from the facts the serving process spooled (see
+    `AdmissionFacts`): built by the deliverer, so the admission answer does not pay for it."""
+    kind, resource = facts["kind"], facts["resource"]
+    patch = list(facts["patch"])
+    data: dict[str, Any] = {
+        "uid": facts["uid"], "phase": facts["phase"], "operation": facts["operation"],
+        "kind": kind, "resource": resource, "subResource": facts["sub_resource"],
+        "namespace": facts["namespace"], "name": facts["name"],
+        "userInfo": {"username": facts["username"], "groups": list(facts["groups"])},
+        "allowed": facts["allowed"], "status": facts["status"] or None,
+        "warnings": list(facts["warnings"]), "auditAnnotations": dict(facts["audit_annotations"]),
+        "policies": list(facts["policies"]),
+        "patch": redact_patch(patch) if is_secret(kind) else patch,
+        "durationMs": round(facts["duration_ms"], 3),
+    }
+    event_attributes = attributes(
+        event_id=admission_event_id(facts["uid"], facts["phase"]),
+        event_type=admission_event_type(allowed=facts["allowed"], patched=bool(patch),
+                                        warned=bool(facts["warnings"])),
+        source=source, time=facts["time"],
+        subject=admission_subject(resource=resource.get("resource", ""), sub_resource=facts["sub_resource"],
+                                  namespace=facts["namespace"], name=facts["name"]),
+        extensions={"phase": facts["phase"]},
+    )
+    return event_attributes, data
 
 
 def redact_patch(operations: list[dict[str, Any]]) -> list[dict[str, Any]]:

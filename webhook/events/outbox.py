@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,8 @@ CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_attempt);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS disabled_subscribers (name TEXT PRIMARY KEY, at REAL NOT NULL, reason TEXT NOT NULL);
 """
+_ADD_COUNTER = ("INSERT INTO counters (name, value) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,26 +90,35 @@ class Outbox:
 
     # --- request path ------------------------------------------------------------------------------------
 
-    def enqueue(self, rows: Iterable[tuple[str, str, bytes]], *, now: float | None = None) -> int:
-        """Insert (event_id, subscriber, event) rows in one transaction; a repeated pair is ignored."""
+    def enqueue(self, rows: Iterable[tuple[str, str, bytes]], *, counters: Mapping[str, int] | None = None,
+                now: float | None = None) -> int:
+        """Insert (event_id, subscriber, event) rows and add to counters, in one transaction; a repeated
+        (event, subscriber) pair is ignored."""
         moment = time.time() if now is None else now
         values = [(event_id, subscriber, event, moment, moment) for event_id, subscriber, event in rows]
-        if not values:
-            return 0
+
+        def insert(cursor: sqlite3.Cursor) -> int:
+            cursor.executemany(
+                "INSERT OR IGNORE INTO deliveries (event_id, subscriber, event, created, next_attempt) "
+                "VALUES (?, ?, ?, ?, ?)", values)
+            return int(cursor.rowcount)
+
+        return self._transaction(insert, counters) if values or counters else 0
+
+    def _transaction(self, work: Callable[[sqlite3.Cursor], int], counters: Mapping[str, int] | None) -> int:
         with self._lock:
             cursor = self._connection.cursor()
+            cursor.execute("BEGIN IMMEDIATE")
             try:
-                cursor.execute("BEGIN IMMEDIATE")
-                cursor.executemany(
-                    "INSERT OR IGNORE INTO deliveries (event_id, subscriber, event, created, next_attempt) "
-                    "VALUES (?, ?, ?, ?, ?)", values)
-                inserted = cursor.rowcount
+                result = work(cursor)
+                if counters:
+                    cursor.executemany(_ADD_COUNTER, [(name, amount) for name, amount in counters.items() if amount])
                 cursor.execute("COMMIT")
             except BaseException:
                 if self._connection.in_transaction:
                     cursor.execute("ROLLBACK")
                 raise
-        return int(inserted)
+        return result
 
     # --- delivery ----------------------------------------------------------------------------------------
 
@@ -127,29 +138,27 @@ class Outbox:
             (moment + lease_seconds, *subscribers, moment, moment, limit))
         return sorted((Claimed(*row) for row in rows), key=lambda c: c.seq)
 
-    def record(self, outcomes: Sequence[DeliveryRecord], *, now: float | None = None) -> None:
-        """Several delivery outcomes in one transaction (one commit per loop turn, not per event)."""
-        if not outcomes:
+    def record(self, outcomes: Sequence[DeliveryRecord], *, counters: Mapping[str, int] | None = None,
+               now: float | None = None) -> None:
+        """Several delivery outcomes, and the counters they move, in one transaction (one commit per loop turn,
+        not per event)."""
+        if not outcomes and not counters:
             return
         moment = time.time() if now is None else now
         delivered = [(moment, o.seq) for o in outcomes if o.state == "delivered"]
         retried = [(o.next_attempt, o.error[:1000], o.seq) for o in outcomes if o.state == "pending"]
         dead = [(moment, o.error[:1000], o.seq) for o in outcomes if o.state == "dead"]
-        with self._lock:
-            cursor = self._connection.cursor()
-            cursor.execute("BEGIN IMMEDIATE")
-            try:
-                cursor.executemany("UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, "
-                                   "finished = ?, lease_until = NULL, last_error = NULL WHERE seq = ?", delivered)
-                cursor.executemany("UPDATE deliveries SET state = 'pending', attempts = attempts + 1, "
-                                   "next_attempt = ?, lease_until = NULL, last_error = ? WHERE seq = ?", retried)
-                cursor.executemany("UPDATE deliveries SET state = 'dead', attempts = attempts + 1, finished = ?, "
-                                   "lease_until = NULL, last_error = ? WHERE seq = ?", dead)
-                cursor.execute("COMMIT")
-            except BaseException:
-                if self._connection.in_transaction:
-                    cursor.execute("ROLLBACK")
-                raise
+
+        def update(cursor: sqlite3.Cursor) -> int:
+            cursor.executemany("UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, "
+                               "finished = ?, lease_until = NULL, last_error = NULL WHERE seq = ?", delivered)
+            cursor.executemany("UPDATE deliveries SET state = 'pending', attempts = attempts + 1, "
+                               "next_attempt = ?, lease_until = NULL, last_error = ? WHERE seq = ?", retried)
+            cursor.executemany("UPDATE deliveries SET state = 'dead', attempts = attempts + 1, finished = ?, "
+                               "lease_until = NULL, last_error = ? WHERE seq = ?", dead)
+            return len(outcomes)
+
+        self._transaction(update, counters)
 
     def release(self, seqs: Sequence[int]) -> None:
         """Give claimed rows back without counting an attempt (shutdown before they were sent)."""
@@ -171,11 +180,9 @@ class Outbox:
 
     # --- operations --------------------------------------------------------------------------------------
 
-    def add_counter(self, name: str, amount: int = 1) -> None:
-        self._execute("INSERT INTO counters (name, value) VALUES (?, ?) "
-                      "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value", (name, amount))
-
     def counters(self) -> dict[str, int]:
+        """Totals since the outbox was created: `enqueued/NAME`, `delivered/NAME`, `retried/NAME`,
+        `dead/NAME`, `disabled/NAME`, `latency/NAME/BUCKET`, `latency_ms/NAME`, `dropped_full`, `dropped_error`."""
         return {name: int(value) for name, value in self._execute("SELECT name, value FROM counters")}
 
     def backlog(self) -> int:

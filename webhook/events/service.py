@@ -25,12 +25,12 @@ import orjson
 from webhook.events import model
 from webhook.events.delivery import attempt, backoff_delay, new_session
 from webhook.events.outbox import Claimed, DeliveryRecord, Outbox
-from webhook.events.spool import COUNTER, EVENT, SpoolWriter, claim_unowned, pending_bytes, read_records
+from webhook.events.spool import ADMISSION, COUNTER, EVENT, SpoolWriter, claim_unowned, pending_bytes, read_records
 from webhook.events.subscribers import ResolvedSubscriber, SubscriberSet
+from webhook.events.telemetry import latency_bucket
 from webhook.metrics import Metrics
 
 log = logging.getLogger("webhook.events")
-_SECRET_KINDS = {("", "Secret")}
 BACKLOG_FILE = "backlog"
 
 
@@ -57,7 +57,8 @@ class EventSettings:
 
 @dataclass(frozen=True, slots=True)
 class AdmissionFacts:
-    """What an admission event says, gathered by the pipeline (the events layer knows no policy types)."""
+    """What an admission event says, gathered by the pipeline (the events layer knows no policy types).
+    Spooled as it is (orjson writes dataclasses natively); the deliverer builds the event from it."""
 
     uid: str
     phase: str
@@ -76,11 +77,12 @@ class AdmissionFacts:
     policies: tuple[Mapping[str, Any], ...]
     patch: tuple[Mapping[str, Any], ...]
     duration_ms: float
-    object: Any
+    time: float
 
 
 class EventRecorder:
-    """The request side: filter, build, spool. Never raises, never waits for a subscriber or the database."""
+    """The request side: one spool write per decision. Never raises, never waits for a subscriber or the
+    database, and leaves building, filtering and counting events to the deliverer."""
 
     def __init__(self, settings: EventSettings, *, metrics: Metrics) -> None:
         self.settings = settings
@@ -92,7 +94,14 @@ class EventRecorder:
         self._spool_bytes = 0
         self._last_drop_log = 0.0
         self._last_check = 0.0
+        self._unsaved_drops: dict[str, int] = {}
+        self._objects_wanted = False
+        self._refresh_subscribers()
         self.maintain()
+
+    def _refresh_subscribers(self) -> None:
+        self.subscribers.refresh()
+        self._objects_wanted = any(s.spec.includeObject for s in self.subscribers.current)
 
     def maintain(self) -> None:
         """Called every few tens of milliseconds: hand spooled rows over; once a second, refresh state."""
@@ -101,89 +110,63 @@ class EventRecorder:
         if now - self._last_check < 1.0:
             return
         self._last_check = now
-        self.subscribers.refresh()
+        self._refresh_subscribers()
         try:
             self._backlog = int((self.settings.state_dir / BACKLOG_FILE).read_text() or 0)
         except (OSError, ValueError):
             self._backlog = 0
         self._spooled_since_check = 0
         self._spool_bytes = pending_bytes(self.settings.spool_dir)
+        for reason, count in list(self._unsaved_drops.items()):
+            with contextlib.suppress(OSError):
+                self.spool.append(COUNTER, f"dropped_{reason}".encode(), str(count).encode())
+                del self._unsaved_drops[reason]
 
     def close(self) -> None:
         self.spool.close()
 
-    def _enqueue(self, attributes: dict[str, str], data: dict[str, Any], *, object_: Any = None,
-                 include_object_allowed: bool = True) -> None:
-        wanting = [s for s in self.subscribers.current if s.wants(attributes)]
-        if not wanting:
-            return
-        plain = orjson.dumps({"attributes": attributes, "data": data})
-        rows = []
-        for subscriber in wanting:
-            if subscriber.spec.includeObject and include_object_allowed and object_ is not None:
-                rows.append((attributes["id"], subscriber.name, orjson.dumps(
-                    {"attributes": attributes, "data": {**data, "object": object_}})))
-            else:
-                rows.append((attributes["id"], subscriber.name, plain))
-        if self._backlog + self._spooled_since_check + len(rows) > self.settings.max_backlog:
-            self._dropped("full", len(rows), f"the outbox holds about {self._backlog} undelivered events, "
+    def _spool(self, kind: bytes, *fields: bytes) -> None:
+        # The cap counts outbox rows; an admission event is counted as one row per subscriber (the deliverer,
+        # which applies the filters, may keep fewer).
+        rows = len(self.subscribers.current)
+        if self._backlog + self._spooled_since_check + rows > self.settings.max_backlog:
+            self._dropped("full", f"the outbox holds about {self._backlog} undelivered events, "
                           f"its cap is {self.settings.max_backlog}")
             return
         if self._spool_bytes > self.settings.max_spool_bytes:
-            self._dropped("full", len(rows), f"{self._spool_bytes} bytes wait in the spool (is the deliverer "
-                          "running?)")
+            self._dropped("full", f"{self._spool_bytes} bytes wait in the spool (is the deliverer running?)")
             return
         try:
-            self.spool.append_events(rows)
+            self.spool.append(kind, *fields)
         except OSError as error:  # disk full, read-only state dir: admission goes on
-            self._dropped("error", len(rows), f"cannot write to the spool: {error}")
+            self._dropped("error", f"cannot write to the spool: {error}")
             return
-        self._spooled_since_check += len(rows)
-        for subscriber in wanting:
-            self.metrics.events_enqueued.labels(subscriber.name).inc()
+        self._spooled_since_check += rows
 
-    def _dropped(self, reason: str, count: int, why: str) -> None:
-        self.metrics.events_dropped.labels(reason).inc(count)
-        with contextlib.suppress(OSError):
-            self.spool.append_counter(f"dropped_{reason}", count)
+    def _dropped(self, reason: str, why: str) -> None:
+        self.metrics.events_dropped.labels(reason).inc()
+        try:  # for `webhook events status`; kept in memory and written later when the spool cannot take it
+            self.spool.append(COUNTER, f"dropped_{reason}".encode(), b"1")
+        except OSError:
+            self._unsaved_drops[reason] = self._unsaved_drops.get(reason, 0) + 1
         if time.monotonic() - self._last_drop_log > 10:
             self._last_drop_log = time.monotonic()
-            log.error("dropped %d event deliveries: %s", count, why)
+            log.error("dropped an event: %s (further drops in the next 10 s are only counted)", why)
 
-    def record_admission(self, facts: AdmissionFacts) -> None:
-        """Spool the event of one decision (never for dry runs; the caller checks). Never raises."""
+    def record_admission(self, facts: AdmissionFacts, object_: Any = None) -> None:
+        """Spool the facts of one decision, with the object when a subscriber opted in and it is no Secret
+        (never for dry runs; the caller checks). Never raises."""
         if not self.subscribers.current:
             return
         try:
-            self._record_admission(facts)
+            keep = object_ is not None and self._objects_wanted and not model.is_secret(facts.kind)
+            self._spool(ADMISSION, orjson.dumps(facts), orjson.dumps(object_) if keep else b"")
         except Exception as error:  # an event must never cost an admission answer
-            self._dropped("error", 1, f"cannot build the event of request {facts.uid}: {error}")
+            self._dropped("error", f"cannot spool the event of request {facts.uid}: {error}")
 
-    def _record_admission(self, facts: AdmissionFacts) -> None:
-        secret = (facts.kind.get("group", ""), facts.kind.get("kind", "")) in _SECRET_KINDS
-        patch = [dict(op) for op in facts.patch]
-        data: dict[str, Any] = {
-            "uid": facts.uid, "phase": facts.phase, "operation": facts.operation,
-            "kind": dict(facts.kind), "resource": dict(facts.resource), "subResource": facts.sub_resource,
-            "namespace": facts.namespace, "name": facts.name,
-            "userInfo": {"username": facts.username, "groups": list(facts.groups)},
-            "allowed": facts.allowed, "status": dict(facts.status) if facts.status else None,
-            "warnings": list(facts.warnings), "auditAnnotations": dict(facts.audit_annotations),
-            "policies": [dict(p) for p in facts.policies],
-            "patch": model.redact_patch(patch) if secret else patch,
-            "durationMs": round(facts.duration_ms, 3),
-        }
-        attributes = model.attributes(
-            event_id=model.admission_event_id(facts.uid, facts.phase),
-            event_type=model.admission_event_type(allowed=facts.allowed, patched=bool(facts.patch),
-                                                  warned=bool(facts.warnings)),
-            source=self.settings.source,
-            subject=model.admission_subject(resource=facts.resource.get("resource", ""),
-                                            sub_resource=facts.sub_resource, namespace=facts.namespace,
-                                            name=facts.name),
-            extensions={"phase": facts.phase},
-        )
-        self._enqueue(attributes, data, object_=facts.object, include_object_allowed=not secret)
+    def _record_event(self, attributes: dict[str, str], data: dict[str, Any]) -> None:
+        if any(subscriber.wants(attributes) for subscriber in self.subscribers.current):  # rare: filter here
+            self._spool(EVENT, orjson.dumps({"attributes": attributes, "data": data}))
 
     def record_policy_set(self, *, directory: str, ok: bool, policies: int, digest: str,
                           problems: list[str]) -> None:
@@ -193,23 +176,20 @@ class EventRecorder:
             data["problems"] = problems[:100]
         attributes = model.attributes(event_id=model.new_event_id(), event_type=model.POLICY_TYPE_PREFIX + kind,
                                       source=self.settings.source, subject=f"policies/{directory}")
-        self._enqueue(attributes, data)
+        self._record_event(attributes, data)
 
     def record_subscriber_disabled(self, name: str, detail: str) -> None:
         attributes = model.attributes(event_id=model.new_event_id(),
                                       event_type=model.SUBSCRIBER_TYPE_PREFIX + "disabled",
                                       source=self.settings.source, subject=f"subscribers/{name}")
-        self._enqueue(attributes, {"subscriber": name, "reason": detail})
+        self._record_event(attributes, {"subscriber": name, "reason": detail})
 
 
 class EventDeliverer:
     """The delivery side: spool -> outbox -> subscribers."""
 
-    def __init__(self, settings: EventSettings, *, metrics: Metrics, recorder: EventRecorder | None = None,
-                 parent_pid: int | None = None) -> None:
+    def __init__(self, settings: EventSettings, *, parent_pid: int | None = None) -> None:
         self.settings = settings
-        self.metrics = metrics
-        self.recorder = recorder  # for the events the deliverer itself raises (a subscriber disabled)
         self.parent_pid = parent_pid  # a deliverer process ends when the server that started it is gone
         self.outbox = Outbox(settings.outbox_path)
         self.subscribers = SubscriberSet(settings.subscribers_file)
@@ -221,27 +201,36 @@ class EventDeliverer:
         self._last_compaction = 0.0
         self._wakeup: asyncio.Event | None = None
         self._outcomes: list[DeliveryRecord] = []
+        self._counts: dict[str, int] = {}  # counter increments committed with the next outcomes
         self._failures: dict[str, int] = {}  # consecutive retryable failures per subscriber
         self._paused_until: dict[str, float] = {}
 
     # --- spool -> outbox ---------------------------------------------------------------------------------
 
     def ingest(self) -> int:
-        """Move every unowned spool file into the outbox (one transaction each), then remove it."""
+        """Build the events of every unowned spool file, keep the rows some subscriber wants, and move them
+        into the outbox (one transaction per file, with the counters), then remove the file."""
         moved = 0
         for path, descriptor in claim_unowned(self.settings.spool_dir):
             try:
                 rows: list[tuple[str, str, bytes]] = []
                 counters: dict[str, int] = {}
                 for kind, fields in read_records(path):
-                    if kind == EVENT and len(fields) == 3:
-                        rows.append((fields[0].decode(), fields[1].decode(), fields[2]))
-                    elif kind == COUNTER and len(fields) == 2:
-                        name = fields[0].decode()
-                        counters[name] = counters.get(name, 0) + int(fields[1])
-                self.outbox.enqueue(rows)
-                for name, amount in counters.items():
-                    self.outbox.add_counter(name, amount)
+                    try:
+                        if kind == ADMISSION:
+                            facts = orjson.loads(fields[0])
+                            attributes, data = model.admission_event(facts, source=self.settings.source)
+                            object_ = orjson.loads(fields[1]) if len(fields) > 1 and fields[1] else None
+                            self._route(attributes, data, object_, rows, counters)
+                        elif kind == EVENT:
+                            event = orjson.loads(fields[0])
+                            self._route(event["attributes"], event["data"], None, rows, counters)
+                        elif kind == COUNTER and len(fields) == 2:
+                            name = fields[0].decode()
+                            counters[name] = counters.get(name, 0) + int(fields[1])
+                    except (ValueError, KeyError, TypeError) as error:  # one bad record must not block the rest
+                        log.error("skipping an unreadable record in %s: %s", path.name, error)
+                self.outbox.enqueue(rows, counters=counters)
                 path.unlink()
                 moved += len(rows)
             except FileNotFoundError:
@@ -249,6 +238,25 @@ class EventDeliverer:
             finally:
                 os.close(descriptor)
         return moved
+
+    def _route(self, attributes: dict[str, str], data: dict[str, Any], object_: Any,
+               rows: list[tuple[str, str, bytes]], counters: dict[str, int]) -> None:
+        """Outbox rows of one event: one per subscriber whose filters want it (with the object if it opted in
+        and the recorder kept one)."""
+        plain = b""
+        for subscriber in self.subscribers.current:
+            if not subscriber.wants(attributes):
+                continue
+            if subscriber.spec.includeObject and object_ is not None:
+                event = orjson.dumps({"attributes": attributes, "data": {**data, "object": object_}})
+            else:
+                plain = plain or orjson.dumps({"attributes": attributes, "data": data})
+                event = plain
+            rows.append((attributes["id"], subscriber.name, event))
+            counters[f"enqueued/{subscriber.name}"] = counters.get(f"enqueued/{subscriber.name}", 0) + 1
+
+    def _count(self, name: str, amount: int = 1) -> None:
+        self._counts[name] = self._counts.get(name, 0) + amount
 
     # --- outbox -> subscribers ---------------------------------------------------------------------------
 
@@ -266,29 +274,30 @@ class EventDeliverer:
             if outcome.kind == "delivered":
                 self._outcomes.append(DeliveryRecord(row.seq, "delivered"))
                 self._failures.pop(name, None)
-                self.metrics.events_delivered.labels(name).inc()
-                self.metrics.delivery_latency.labels(name).observe(max(time.time() - row.created, 0.0))
+                latency = max(time.time() - row.created, 0.0)
+                self._count(f"delivered/{name}")
+                self._count(f"latency/{name}/{latency_bucket(latency)}")
+                self._count(f"latency_ms/{name}", round(latency * 1000))
             elif outcome.kind == "gone":
                 self._outcomes.append(DeliveryRecord(row.seq, "dead", error=outcome.detail))
+                self._count(f"dead/{name}")
+                self._count(f"disabled/{name}")
                 self.outbox.disable(name, reason=outcome.detail)
-                self.metrics.events_dead_lettered.labels(name).inc()
-                self.metrics.subscribers_disabled.labels(name).inc()
                 log.error("subscriber %s answered 410 Gone and is disabled; `webhook events replay --subscriber "
                           "%s` enables it again", name, name)
-                if self.recorder is not None:
-                    self.recorder.record_subscriber_disabled(name, outcome.detail)
+                self._subscriber_disabled(name, outcome.detail)
             elif outcome.kind == "dead" or row.attempts + 1 >= subscriber.spec.retry.maxAttempts:
                 detail = outcome.detail if outcome.kind == "dead" else (
                     f"gave up after {row.attempts + 1} attempts: {outcome.detail}")
                 self._outcomes.append(DeliveryRecord(row.seq, "dead", error=detail))
-                self.metrics.events_dead_lettered.labels(name).inc()
+                self._count(f"dead/{name}")
                 log.warning("event %s to %s dead-lettered: %s", row.event_id, name, detail)
             else:
                 delay = backoff_delay(subscriber.spec.retry, attempts=row.attempts + 1,
                                       retry_after=outcome.retry_after)
                 self._outcomes.append(DeliveryRecord(row.seq, "pending", next_attempt=time.time() + delay,
-                                              error=outcome.detail))
-                self.metrics.events_retried.labels(name).inc()
+                                                     error=outcome.detail))
+                self._count(f"retried/{name}")
                 # The subscriber is unwell: hold its other events back too, instead of trying each new one.
                 failures = self._failures.get(name, 0) + 1
                 self._failures[name] = failures
@@ -302,12 +311,21 @@ class EventDeliverer:
             if self._wakeup is not None:
                 self._wakeup.set()
 
+    def _subscriber_disabled(self, name: str, detail: str) -> None:
+        """The `dev.webhook.subscriber.disabled` event, straight into the outbox for the other subscribers."""
+        attributes = model.attributes(event_id=model.new_event_id(),
+                                      event_type=model.SUBSCRIBER_TYPE_PREFIX + "disabled",
+                                      source=self.settings.source, subject=f"subscribers/{name}")
+        rows: list[tuple[str, str, bytes]] = []
+        counters: dict[str, int] = {}
+        self._route(attributes, {"subscriber": name, "reason": detail}, None, rows, counters)
+        self.outbox.enqueue([row for row in rows if row[1] != name], counters=counters)
+
     def _every_second(self) -> None:
         if self.subscribers.refresh():
             for name in [n for n in self._clients if n not in {s.name for s in self.subscribers.current}]:
                 asyncio.get_running_loop().create_task(self._clients.pop(name).close())
         backlog = self.outbox.backlog()
-        self.metrics.outbox_backlog.set(backlog)
         temporary = self.settings.state_dir / f".{BACKLOG_FILE}.{os.getpid()}"
         temporary.write_text(str(backlog))
         temporary.replace(self.settings.state_dir / BACKLOG_FILE)
@@ -322,10 +340,13 @@ class EventDeliverer:
 
     def _flush(self) -> None:
         outcomes, self._outcomes = self._outcomes, []
+        counts, self._counts = self._counts, {}
         try:
-            self.outbox.record(outcomes)
+            self.outbox.record(outcomes, counters=counts)
         except Exception:
             self._outcomes = outcomes + self._outcomes  # try again next turn; leases cover a crash meanwhile
+            for name, amount in counts.items():
+                self._count(name, amount)
             raise
 
     def _tick(self) -> int:
@@ -382,7 +403,8 @@ class EventDeliverer:
             leftover = [seq for seq, task in pending if task in unfinished]
             for task in unfinished:
                 task.cancel()
-            await asyncio.gather(*unfinished, return_exceptions=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*unfinished, return_exceptions=True), timeout=2.0)
             finished = {outcome.seq for outcome in self._outcomes}
             self.outbox.release([seq for seq in leftover if seq not in finished])
             if leftover:
@@ -391,6 +413,7 @@ class EventDeliverer:
         with contextlib.suppress(Exception):
             self.ingest()  # what the server spooled last goes to the outbox now rather than at the next start
         for client in self._clients.values():
-            await client.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.close(), timeout=2.0)
         self._clients.clear()
         self.outbox.close()

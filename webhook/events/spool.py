@@ -1,10 +1,11 @@
-"""The request path's write-ahead spool: outbox rows appended to a file of this process, one write each.
+"""The request path's write-ahead spool: what a decision's event needs, appended to a file of this process.
 
 A commit to SQLite costs about 90 µs on the machines here (more with checkpoints), too much for the
 admission answer; one `write` to a file opened for appending costs about 6 µs and survives a killed
-process just as well (the data is in the kernel's page cache). The deliverer moves spooled rows into the
-SQLite outbox in batches. Each file is held with an exclusive `flock` while its process appends to it, so
-a reader can tell a live spool from the leftover of a killed process: the latter it may ingest at once.
+process just as well (the data is in the kernel's page cache). The deliverer builds the CloudEvents from
+the spooled records, keeps those some subscriber wants, and moves them into the SQLite outbox in batches.
+Each file is held with an exclusive `flock` while its process appends to it, so a reader can tell a live
+spool from the leftover of a killed process: the latter it may ingest at once.
 
 Frame: 4-byte length, 4-byte CRC-32 (little-endian), then the record (kind byte + fields joined by NUL).
 A torn or corrupt tail (power loss mid-write) ends the file; what precedes it is kept.
@@ -18,11 +19,11 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 _HEADER = struct.Struct("<II")
-EVENT, COUNTER = b"E", b"C"
+ADMISSION, EVENT, COUNTER = b"A", b"E", b"C"  # decision facts, a built event, a counter increment
 LIVE_SUFFIX, READY_SUFFIX = ".spool", ".ready"
 
 
@@ -61,13 +62,9 @@ class SpoolWriter:
                 view = view[written:]
             self._written += len(data)
 
-    def append_events(self, rows: Iterable[tuple[str, str, bytes]]) -> None:
-        """(event id, subscriber, event JSON) rows, in one write."""
-        self._write(b"".join(_frame(b"\0".join((EVENT + event_id.encode(), subscriber.encode(), event)))
-                             for event_id, subscriber, event in rows))
-
-    def append_counter(self, name: str, amount: int) -> None:
-        self._write(_frame(b"\0".join((COUNTER + name.encode(), str(amount).encode()))))
+    def append(self, kind: bytes, *fields: bytes) -> None:
+        """One record (fields must not contain NUL bytes; JSON from orjson never does), in one write."""
+        self._write(_frame(kind + b"\0".join(fields)))
 
     def rotate(self) -> bool:
         """Rename the live file to a ready one (unlocked, so the deliverer takes it) and start a new file."""
