@@ -182,14 +182,26 @@ def test_retry_after_is_honoured(events_server, receivers) -> None:  # type: ign
 def test_gone_disables_the_subscriber_until_replayed(events_server, receivers, tmp_path: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
     receiver = receivers(lambda n: (410, {}, 0.0))
-    server = events_server([{"name": "gone", "sink": receiver.url, "filters": ADMISSION, "retry": FAST_RETRY}])
+    operations = receivers(healthy)
+    server = events_server([
+        {"name": "gone", "sink": receiver.url, "filters": ADMISSION, "retry": FAST_RETRY},
+        {"name": "ops", "sink": operations.url, "filters": [{"prefix": {"type": "dev.webhook.subscriber."}}]}])
     server.validate(review(pod()))
     wait_for(lambda: outbox(tmp_path).disabled(), what="disabled")
+    wait_for(lambda: operations.events("dev.webhook.subscriber.disabled"), what="the disabled event")
+    (disabled_event,) = operations.events("dev.webhook.subscriber.disabled")
+    assert disabled_event.get_subject() == "subscribers/gone"
+    assert disabled_event.get_data()["subscriber"] == "gone"
     server.validate(review(pod()))
     wait_for(lambda: counts(tmp_path)["pending"] == 1, what="second event pending")
     assert len(receiver.received) == 1
     assert main(["events", "--state-dir", str(tmp_path / "state"), "status"]) == 0
-    assert "disabled: 410 Gone" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    (gone_line,) = [line for line in out.splitlines() if line.startswith("gone ")]
+    pending, _age, delivered, retried, dead = gone_line.split()[1:6]
+    assert (pending, delivered, retried, dead) == ("1", "0", "0", "1")
+    assert "disabled: 410 Gone" in gone_line
+    assert 'webhook_subscribers_disabled_total{subscriber="gone"} 1.0' in server.client.get("/metrics").text
     receiver.behaviour = healthy
     assert main(["events", "--state-dir", str(tmp_path / "state"), "replay", "--subscriber", "gone"]) == 0
     wait_for(lambda: counts(tmp_path)["delivered"] == 2, what="both delivered after replay")

@@ -233,11 +233,15 @@ def _events(arguments: argparse.Namespace) -> int:
             print(f"backlog: {backlog} undelivered, oldest {oldest:.1f}s")
             print(f"dropped: {counters.get('dropped_full', 0)} (outbox full), "
                   f"{counters.get('dropped_error', 0)} (write errors)")
-            print(f"{'SUBSCRIBER':24} {'PENDING':>8} {'DELIVERED':>10} {'DEAD':>6} {'OLDEST':>8}  STATE")
+            # Totals come from the counters (they outlive compaction); pending and age from the rows.
+            print(f"{'SUBSCRIBER':24} {'PENDING':>8} {'OLDEST':>8} {'DELIVERED':>10} {'RETRIED':>8} {'DEAD':>6}  "
+                  "STATE")
             for row in rows:
                 age = f"{row.oldest_pending_age:.1f}s" if row.oldest_pending_age is not None else "-"
                 state = f"disabled: {disabled[row.name]}" if row.name in disabled else "active"
-                print(f"{row.name:24} {row.pending:>8} {row.delivered:>10} {row.dead:>6} {age:>8}  {state}")
+                delivered, retried, dead = (counters.get(f"{prefix}/{row.name}", 0)
+                                            for prefix in ("delivered", "retried", "dead"))
+                print(f"{row.name:24} {row.pending:>8} {age:>8} {delivered:>10} {retried:>8} {dead:>6}  {state}")
         elif arguments.action == "dead-letters":
             for letter in outbox.dead_letters(subscriber=arguments.subscriber, limit=arguments.limit):
                 print(f"{letter['event_id']}  {letter['subscriber']}  attempts={letter['attempts']}  "
