@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import ipaddress
 import os
 import ssl
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,7 +161,11 @@ def ensure_self_signed(cert_dir: Path, *, dns_names: list[str], renew_within_day
 
 
 def server_tls_context(*, cert_file: Path, key_file: Path, client_ca_file: Path | None = None) -> ssl.SSLContext:
-    """TLS 1.2 or newer, forward-secret AEAD ciphers only, no compression, no renegotiation."""
+    """TLS 1.2 or newer, forward-secret AEAD ciphers only, no compression, no renegotiation.
+
+    With a client CA, a client certificate is asked for and verified against it when presented; it is not
+    required at the TLS layer (kubelet probes have none): the admission endpoints require it (server.py).
+    """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_ciphers(TLS12_CIPHERS)
@@ -171,9 +177,19 @@ def server_tls_context(*, cert_file: Path, key_file: Path, client_ca_file: Path 
     except (ssl.SSLError, OSError) as error:
         raise ConfigError(f"cannot load TLS certificate {cert_file} with key {key_file}: {error}") from error
     if client_ca_file is not None:
-        context.load_verify_locations(cafile=str(client_ca_file))
-        context.verify_mode = ssl.CERT_REQUIRED
+        try:
+            context.load_verify_locations(cafile=str(client_ca_file))
+        except (ssl.SSLError, OSError) as error:
+            raise ConfigError(f"cannot load client CA {client_ca_file}: {error}") from error
+        context.verify_mode = ssl.CERT_OPTIONAL
+    SERVING_CONTEXTS.append(context)
     return context
+
+
+# The contexts this process serves with, so that CertificateWatcher can load renewed files into them
+# (an SSLContext already bound to a listening socket cannot be swapped, but it can be reloaded in place:
+# new handshakes get the new certificate, established connections keep theirs).
+SERVING_CONTEXTS: list[ssl.SSLContext] = []
 
 
 def uvicorn_tls_context(config: Any, default_factory: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
@@ -181,3 +197,61 @@ def uvicorn_tls_context(config: Any, default_factory: Callable[[], ssl.SSLContex
     client_ca = Path(config.ssl_ca_certs) if config.ssl_ca_certs else None
     return server_tls_context(cert_file=Path(config.ssl_certfile), key_file=Path(config.ssl_keyfile),
                               client_ca_file=client_ca)
+
+
+def certificate_expiry(path: Path) -> float:
+    """The first certificate's notAfter as Unix time (0 when the file cannot be read)."""
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes()).not_valid_after_utc.timestamp()
+    except (OSError, ValueError):
+        return 0.0
+
+
+def _stamp(path: Path) -> tuple[int, int, float, int]:
+    """Identity of what a path points at now (a Secret volume swaps a symlink, cert-manager rewrites)."""
+    stat = path.stat()  # follows symlinks
+    return stat.st_ino, stat.st_dev, stat.st_mtime, stat.st_size
+
+
+class CertificateWatcher:
+    """Reloads the serving certificate and key when their files change, without a restart.
+
+    The pair is read once into memory and checked in a scratch context first, so a half-written or
+    mismatched pair (garbage, a key from another certificate) is refused and the last good one keeps serving.
+    """
+
+    def __init__(self, cert_file: Path, key_file: Path, contexts: list[ssl.SSLContext] | None = None) -> None:
+        self.cert_file, self.key_file = cert_file, key_file
+        self.contexts = SERVING_CONTEXTS if contexts is None else contexts
+        self.problem: str | None = None
+        self.reloads = 0
+        self._stamps: tuple[tuple[int, int, float, int], ...] | None = None
+        with contextlib.suppress(OSError):
+            self._stamps = (_stamp(cert_file), _stamp(key_file))
+
+    def check(self) -> bool:
+        """Reload when the files changed; True when a new pair is now served."""
+        try:
+            stamps = (_stamp(self.cert_file), _stamp(self.key_file))
+        except OSError as error:
+            self.problem = f"cannot read the serving certificate: {error}"
+            return False
+        if stamps == self._stamps:
+            return False
+        self._stamps = stamps
+        try:
+            cert_pem, key_pem = self.cert_file.read_bytes(), self.key_file.read_bytes()
+            with tempfile.TemporaryDirectory(prefix="webhook-tls-") as scratch:
+                cert_copy, key_copy = Path(scratch) / TLS_CERT, Path(scratch) / TLS_KEY
+                cert_copy.write_bytes(cert_pem)
+                _write_private(key_copy, key_pem)
+                probe = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                probe.load_cert_chain(certfile=str(cert_copy), keyfile=str(key_copy))
+                for context in self.contexts:
+                    context.load_cert_chain(certfile=str(cert_copy), keyfile=str(key_copy))
+        except (ssl.SSLError, OSError, ValueError) as error:
+            self.problem = f"serving certificate {self.cert_file} not reloaded (keeping the last good one): {error}"
+            return False
+        self.problem = None
+        self.reloads += 1
+        return True

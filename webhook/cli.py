@@ -75,6 +75,17 @@ def _parser() -> argparse.ArgumentParser:
                        help="on shutdown, how long in-flight deliveries may finish")
     serve.add_argument("--event-delivery", choices=("process", "inline"), default="process",
                        help="deliver events from a process of their own (default) or inside each server process")
+    serve.add_argument("--client-ca-file", type=Path, default=_optional_path("CLIENT_CA_FILE"),
+                       help="require on /validate and /mutate a client certificate signed by this CA (mTLS)")
+    serve.add_argument("--client-token-file", type=Path, default=_optional_path("CLIENT_TOKEN_FILE"),
+                       help="require on /validate and /mutate `Authorization: Bearer` with this file's token")
+    serve.add_argument("--shutdown-delay-seconds", type=float,
+                       default=float(_environment("SHUTDOWN_DELAY_SECONDS", "0")),
+                       help="on SIGTERM, fail readiness and close keep-alive connections this long before "
+                       "shutting down (default 0; 5 in a cluster)")
+    serve.add_argument("--graceful-timeout-seconds", type=float,
+                       default=float(_environment("GRACEFUL_TIMEOUT_SECONDS", "20")),
+                       help="on shutdown, how long in-flight reviews may finish (default 20)")
 
     commands.add_parser("deliver", help="deliver events from the outbox (started by `webhook serve`; also usable "
                         "as a sidecar with the same WEBHOOK_SETTINGS_JSON)")
@@ -152,13 +163,17 @@ def _run_uvicorn(settings: Settings, *, cert_file: Path, key_file: Path) -> None
     import uvicorn
 
     from webhook.certs import uvicorn_tls_context
+    from webhook.serving import TLSHttpToolsProtocol, run
 
-    uvicorn.run(
+    config = uvicorn.Config(
         "webhook.server:create_app_from_environment", factory=True, host=settings.host, port=settings.port,
         workers=settings.workers, ssl_certfile=str(cert_file), ssl_keyfile=str(key_file),
-        ssl_context_factory=uvicorn_tls_context, log_level=settings.log_level, server_header=False,
-        proxy_headers=False, access_log=settings.log_level == "debug",
+        ssl_ca_certs=str(settings.client_ca_file) if settings.client_ca_file else None,
+        ssl_context_factory=uvicorn_tls_context, http=TLSHttpToolsProtocol, log_level=settings.log_level,
+        server_header=False, proxy_headers=False, access_log=settings.log_level == "debug",
+        timeout_graceful_shutdown=int(settings.graceful_timeout_seconds),
     )
+    run(config, shutdown_delay=settings.shutdown_delay_seconds)
 
 
 def _deliver() -> int:

@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from webhook.certs import TLS_CERT, TLS_KEY
 from webhook.errors import ConfigError
 
 SETTINGS_ENVIRONMENT_VARIABLE = "WEBHOOK_SETTINGS_JSON"
@@ -41,12 +42,27 @@ class Settings(BaseModel):
     drain_seconds: float = Field(default=5.0, ge=0)
     # inline: each serving process also delivers; process: `webhook serve` runs one `webhook deliver` process
     event_delivery: Literal["inline", "process"] = "inline"
+    # Client authentication on /validate and /mutate (health and metrics stay open for probes).
+    client_ca_file: Path | None = None
+    client_token_file: Path | None = None
+    # SIGTERM: readiness fails and keep-alive connections are closed for this long, then in-flight reviews
+    # get graceful_timeout_seconds to finish.
+    shutdown_delay_seconds: float = Field(default=0.0, ge=0, le=300)
+    graceful_timeout_seconds: float = Field(default=20.0, ge=0, le=600)
+    certificate_check_seconds: float = Field(default=2.0, gt=0, le=3600)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("give both --tls-cert-file and --tls-key-file, or neither (to generate them)")
         return self
+
+    @property
+    def serving_files(self) -> tuple[Path, Path]:
+        """(certificate, key) the server presents: given files, or the generated ones in cert_dir."""
+        if self.tls_cert_file is not None and self.tls_key_file is not None:
+            return self.tls_cert_file, self.tls_key_file
+        return self.cert_dir / TLS_CERT, self.cert_dir / TLS_KEY
 
     def to_environment(self) -> dict[str, str]:
         return {SETTINGS_ENVIRONMENT_VARIABLE: self.model_dump_json()}

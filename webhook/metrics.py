@@ -32,6 +32,12 @@ class Metrics:
             "webhook_policy_set_healthy", "1 when the last load of the policy directory succeeded.",
             registry=self.registry)
 
+        self.certificate_reloads = Counter(
+            "webhook_tls_certificate_reloads", "Serving certificate reloads after its files changed, by result.",
+            ["result"], registry=self.registry)
+        self.certificate_expiry = Gauge(
+            "webhook_tls_certificate_expiry_timestamp_seconds", "When the served certificate expires (Unix time).",
+            registry=self.registry)
         self.events_dropped = Counter(
             "webhook_events_dropped", "Events this process could not spool, by reason (full, error).",
             ["reason"], registry=self.registry)

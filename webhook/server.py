@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
 
 from webhook.admission import admission_facts, admit
+from webhook.certs import CertificateWatcher, certificate_expiry
 from webhook.config import Settings, settings_from_environment
 from webhook.errors import BadRequest
 from webhook.events.model import event_source
@@ -27,6 +28,7 @@ from webhook.policies.cel import make_engine
 from webhook.policies.compiled import Phase, PolicySet
 from webhook.policies.store import LoadStatus, PolicyStore
 from webhook.reviews import build_response, parse_review
+from webhook.serving import DRAIN_SIGNAL, DRAINING, ClientAuthentication, CloseWhileDraining
 
 log = logging.getLogger("webhook.server")
 JSON = "application/json"
@@ -74,6 +76,9 @@ def _check_content_type(request: Request) -> None:
 
 def create_app(settings: Settings) -> FastAPI:
     metrics = Metrics()
+    authentication = ClientAuthentication(require_client_certificate=settings.client_ca_file is not None,
+                                          token_file=settings.client_token_file)
+    certificates = CertificateWatcher(*settings.serving_files)
     event_settings = event_settings_from(settings)
     events = EventRecorder(event_settings, metrics=metrics)
     metrics.add_collector(OutboxCollector(event_settings.outbox_path))
@@ -93,6 +98,9 @@ def create_app(settings: Settings) -> FastAPI:
         stop = asyncio.Event()
         watcher = asyncio.create_task(store.watch(stop)) if settings.watch_policies else None
         spooling = asyncio.create_task(_maintain_events(events, stop))
+        watching_certificates = asyncio.create_task(_watch_certificates(certificates, metrics, settings, stop))
+        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):  # main thread only
+            asyncio.get_running_loop().add_signal_handler(DRAIN_SIGNAL, DRAINING.set)
         deliverer = None
         if settings.event_delivery == "inline":
             deliverer = EventDeliverer(event_settings)
@@ -106,12 +114,14 @@ def create_app(settings: Settings) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
             await spooling
+            await watching_certificates
             events.close()
             if deliverer is not None:
                 deliverer.stop()
                 await delivery
 
     app = FastAPI(title="webhook", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(CloseWhileDraining)
     app.state.store = store
     app.state.events = events
     app.state.metrics = metrics
@@ -134,6 +144,9 @@ def create_app(settings: Settings) -> FastAPI:
     async def review(request: Request, phase: Phase) -> Response:
         started = time.perf_counter()
         endpoint = "/validate" if phase == "validate" else "/mutate"
+        if authentication.enabled and (problem := authentication.problem(request.scope)) is not None:
+            metrics.bad_requests.labels("Unauthorized").inc()
+            return error_response(401, "Unauthorized", problem)
         _check_content_type(request)
         body = await read_body(request, limit=settings.max_body_bytes)
         parsed, raw = parse_review(body)
@@ -179,7 +192,12 @@ def create_app(settings: Settings) -> FastAPI:
     async def readyz() -> Response:
         status = store.last_status
         current = store.current
-        detail: dict[str, Any] = {"ready": current is not None}
+        ready = current is not None and not DRAINING.is_set()
+        detail: dict[str, Any] = {"ready": ready}
+        if DRAINING.is_set():
+            detail["draining"] = True
+        if certificates.problem is not None:
+            detail["tlsProblem"] = certificates.problem
         if current is not None:
             detail["policies"] = len(current.policies)
             detail["digest"] = current.digest
@@ -187,7 +205,7 @@ def create_app(settings: Settings) -> FastAPI:
         if status is not None and not status.ok:
             detail["lastLoadFailed"] = True
             detail["problems"] = [str(problem) for problem in status.problems[:50]]
-        return Response(orjson.dumps(detail), status_code=200 if current is not None else 503, media_type=JSON)
+        return Response(orjson.dumps(detail), status_code=200 if ready else 503, media_type=JSON)
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:
@@ -202,6 +220,24 @@ def event_settings_from(settings: Settings) -> EventSettings:
         source=event_source(cluster=settings.cluster_name, server=settings.server_name),
         max_backlog=settings.outbox_max_backlog, lease_seconds=settings.delivery_lease_seconds,
         drain_seconds=settings.drain_seconds)
+
+
+async def _watch_certificates(watcher: CertificateWatcher, metrics: Metrics, settings: Settings,
+                              stop: asyncio.Event) -> None:
+    """Reload the serving certificate when its files change (cert-manager renewal, Secret update)."""
+    last_problem = None
+    metrics.certificate_expiry.set(certificate_expiry(watcher.cert_file))
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=settings.certificate_check_seconds)
+        if watcher.check():
+            metrics.certificate_reloads.labels("loaded").inc()
+            metrics.certificate_expiry.set(certificate_expiry(watcher.cert_file))
+            log.info("serving certificate reloaded from %s", watcher.cert_file)
+        elif watcher.problem is not None and watcher.problem != last_problem:
+            metrics.certificate_reloads.labels("rejected").inc()
+            log.error("%s", watcher.problem)
+        last_problem = watcher.problem
 
 
 async def _maintain_events(recorder: EventRecorder, stop: asyncio.Event) -> None:
