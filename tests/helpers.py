@@ -24,6 +24,7 @@ import uvicorn
 from webhook.certs import ensure_self_signed, uvicorn_tls_context
 from webhook.config import Settings
 from webhook.server import create_app
+from webhook.serving import TLSHttpToolsProtocol
 
 DATA = Path(__file__).parent / "data"
 TEST_POLICIES = DATA / "policies"
@@ -127,10 +128,16 @@ def running_server(settings: Settings, cert_dir: Path) -> Iterator[RunningServer
     """A real uvicorn server over TLS on a free loopback port, in a thread of this process."""
     if settings.state_dir == Settings().state_dir:  # never the working directory's state
         settings = settings.model_copy(update={"state_dir": Path(tempfile.mkdtemp(prefix="webhook-state-"))})
-    files = ensure_self_signed(cert_dir, dns_names=[])
+    ca_file = cert_dir / "ca.crt"  # with given TLS files: the CA bundle that signed them, next to them
+    if settings.tls_cert_file is None:
+        ca_file = ensure_self_signed(cert_dir, dns_names=[]).ca_cert
+        settings = settings.model_copy(update={"cert_dir": cert_dir})
+    cert_file, key_file = settings.serving_files
     app = create_app(settings)
-    config = uvicorn.Config(app, ssl_certfile=str(files.cert), ssl_keyfile=str(files.key),
-                            ssl_context_factory=uvicorn_tls_context, log_level="warning", lifespan="on")
+    config = uvicorn.Config(app, ssl_certfile=str(cert_file), ssl_keyfile=str(key_file),
+                            ssl_ca_certs=str(settings.client_ca_file) if settings.client_ca_file else None,
+                            ssl_context_factory=uvicorn_tls_context, http=TLSHttpToolsProtocol,
+                            log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -142,8 +149,8 @@ def running_server(settings: Settings, cert_dir: Path) -> Iterator[RunningServer
     assert server.started, "server did not start"
     base_url = f"https://127.0.0.1:{port}"
     try:
-        with httpx.Client(base_url=base_url, verify=client_context(files.ca_cert), timeout=30.0) as client:
-            yield RunningServer(base_url, files.ca_cert, client, app)
+        with httpx.Client(base_url=base_url, verify=client_context(ca_file), timeout=30.0) as client:
+            yield RunningServer(base_url, ca_file, client, app)
     finally:
         server.should_exit = True
         thread.join(timeout=15)

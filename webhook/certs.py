@@ -16,7 +16,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from webhook.errors import ConfigError
@@ -43,17 +43,21 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Write a key file that only the owner can read (created 0600, never widened)."""
+def write_file(path: Path, data: bytes, *, private: bool = False) -> None:
+    """Replace a file atomically (a watcher never reads half of it); private files are created 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    descriptor = os.open(path, flags, 0o600)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
     with os.fdopen(descriptor, "wb") as handle:
         handle.write(data)
-    os.chmod(path, 0o600)
+    os.replace(temporary, path)
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+def _write_private(path: Path, data: bytes) -> None:
+    write_file(path, data, private=True)
+
+
+def _key_pem(key: PrivateKey) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
 
@@ -68,11 +72,27 @@ def _subject_alternative_names(names: list[str]) -> x509.SubjectAlternativeName:
     return x509.SubjectAlternativeName(entries)
 
 
-def generate_ca(*, common_name: str = "webhook local CA", days: int = 3650
-                ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+KEY_ALGORITHMS = ("ecdsa-p256", "ecdsa-p384", "rsa-2048", "rsa-3072")
+
+
+def new_key(algorithm: str = "ecdsa-p256") -> PrivateKey:
+    if algorithm == "ecdsa-p256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if algorithm == "ecdsa-p384":
+        return ec.generate_private_key(ec.SECP384R1())
+    if algorithm in ("rsa-2048", "rsa-3072"):
+        return rsa.generate_private_key(public_exponent=65537, key_size=int(algorithm[4:]))
+    raise ConfigError(f"unknown key algorithm {algorithm!r}; use one of {', '.join(KEY_ALGORITHMS)}")
+
+
+def generate_ca(*, common_name: str | None = None, days: int = 3650, algorithm: str = "ecdsa-p256"
+                ) -> tuple[x509.Certificate, PrivateKey]:
+    """A CA of its own name (dated, so that an old and a new CA in one bundle can be told apart)."""
+    key = new_key(algorithm)
     now = _now()
+    name = x509.Name([x509.NameAttribute(
+        NameOID.COMMON_NAME, common_name or f"webhook CA {now:%Y-%m-%dT%H:%M:%S}.{now.microsecond:06d}Z")])
     certificate = (
         x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -87,22 +107,24 @@ def generate_ca(*, common_name: str = "webhook local CA", days: int = 3650
     return certificate, key
 
 
-def generate_serving(*, ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, names: list[str],
-                     days: int = 365) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
+def generate_serving(*, ca_cert: x509.Certificate, ca_key: PrivateKey, names: list[str], days: int = 365,
+                     algorithm: str = "ecdsa-p256", client: bool = False) -> tuple[x509.Certificate, PrivateKey]:
+    """A leaf for `names` (the first is the common name): serving by default, client auth with `client`."""
+    key = new_key(algorithm)
     now = _now()
-    certificate = (
+    usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
+    builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
         .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(_subject_alternative_names(names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
     )
-    return certificate, key
+    if not client:
+        builder = builder.add_extension(_subject_alternative_names(names), critical=False)
+    return builder.sign(ca_key, hashes.SHA256()), key
 
 
 def _covers(certificate: x509.Certificate, names: list[str]) -> bool:
@@ -123,6 +145,26 @@ def _is_ip(name: str) -> bool:
     return True
 
 
+def load_private_key(path: Path) -> PrivateKey:
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise ConfigError(f"{path}: expected an ECDSA or RSA private key")
+    return key
+
+
+def same_key(certificate: x509.Certificate, key: PrivateKey) -> bool:
+    return certificate.public_key() == key.public_key()
+
+
+def load_signing_ca(cert_dir: Path) -> tuple[x509.Certificate, PrivateKey]:
+    """The CA whose key is `ca.key`, out of the bundle `ca.crt` (which holds two CAs during a rotation)."""
+    key = load_private_key(cert_dir / CA_KEY)
+    for certificate in x509.load_pem_x509_certificates((cert_dir / CA_CERT).read_bytes()):
+        if same_key(certificate, key):
+            return certificate, key
+    raise ConfigError(f"{cert_dir / CA_KEY} belongs to no certificate in {cert_dir / CA_CERT}")
+
+
 def ensure_self_signed(cert_dir: Path, *, dns_names: list[str], renew_within_days: int = 30) -> ServingFiles:
     """Reuse the CA and serving certificate in `cert_dir`, or create them; renew a leaf that is about to expire.
 
@@ -134,15 +176,11 @@ def ensure_self_signed(cert_dir: Path, *, dns_names: list[str], renew_within_day
     generated = False
     try:
         if ca_cert_path.exists() and ca_key_path.exists():
-            ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
-            loaded_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
-            if not isinstance(loaded_key, ec.EllipticCurvePrivateKey):
-                raise ConfigError(f"{ca_key_path}: expected an ECDSA key")
-            ca_key = loaded_key
+            ca_cert, ca_key = load_signing_ca(cert_dir)
         else:
             ca_cert, ca_key = generate_ca()
             _write_private(ca_key_path, _key_pem(ca_key))
-            ca_cert_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+            write_file(ca_cert_path, ca_cert.public_bytes(serialization.Encoding.PEM))
             generated = True
         fresh = False
         if cert_path.exists() and key_path.exists() and not generated:
@@ -153,7 +191,7 @@ def ensure_self_signed(cert_dir: Path, *, dns_names: list[str], renew_within_day
         if not fresh:
             leaf, leaf_key = generate_serving(ca_cert=ca_cert, ca_key=ca_key, names=names)
             _write_private(key_path, _key_pem(leaf_key))
-            cert_path.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+            write_file(cert_path, leaf.public_bytes(serialization.Encoding.PEM))
             generated = True
     except (ValueError, OSError) as error:
         raise ConfigError(f"cannot prepare certificates in {cert_dir}: {error}") from error
@@ -182,14 +220,18 @@ def server_tls_context(*, cert_file: Path, key_file: Path, client_ca_file: Path 
         except (ssl.SSLError, OSError) as error:
             raise ConfigError(f"cannot load client CA {client_ca_file}: {error}") from error
         context.verify_mode = ssl.CERT_OPTIONAL
-    SERVING_CONTEXTS.append(context)
+    serving_contexts(cert_file, key_file).append(context)
     return context
 
 
-# The contexts this process serves with, so that CertificateWatcher can load renewed files into them
-# (an SSLContext already bound to a listening socket cannot be swapped, but it can be reloaded in place:
-# new handshakes get the new certificate, established connections keep theirs).
-SERVING_CONTEXTS: list[ssl.SSLContext] = []
+# The contexts this process serves with, by the files they were loaded from, so that CertificateWatcher can
+# load renewed files into them (an SSLContext already bound to a listening socket cannot be swapped, but it
+# can be reloaded in place: new handshakes get the new certificate, established connections keep theirs).
+_SERVING_CONTEXTS: dict[tuple[str, str], list[ssl.SSLContext]] = {}
+
+
+def serving_contexts(cert_file: Path, key_file: Path) -> list[ssl.SSLContext]:
+    return _SERVING_CONTEXTS.setdefault((str(cert_file.absolute()), str(key_file.absolute())), [])
 
 
 def uvicorn_tls_context(config: Any, default_factory: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
@@ -220,9 +262,9 @@ class CertificateWatcher:
     mismatched pair (garbage, a key from another certificate) is refused and the last good one keeps serving.
     """
 
-    def __init__(self, cert_file: Path, key_file: Path, contexts: list[ssl.SSLContext] | None = None) -> None:
+    def __init__(self, cert_file: Path, key_file: Path) -> None:
         self.cert_file, self.key_file = cert_file, key_file
-        self.contexts = SERVING_CONTEXTS if contexts is None else contexts
+        self.contexts = serving_contexts(cert_file, key_file)
         self.problem: str | None = None
         self.reloads = 0
         self._stamps: tuple[tuple[int, int, float, int], ...] | None = None

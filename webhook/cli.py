@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from webhook.certs import KEY_ALGORITHMS
 from webhook.config import DEFAULT_MAX_BODY_BYTES, Settings
 from webhook.errors import ConfigError, PolicyLoadError
 from webhook.events.service import EventDeliverer
@@ -102,6 +103,30 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--subscriber")
     replay.add_argument("--all", action="store_true")
 
+    certs = commands.add_parser("certs", help="generate, rotate and inspect the CA and serving certificate")
+    certs_actions = certs.add_subparsers(dest="action", required=True)
+    generate = certs_actions.add_parser("generate", help="a new CA and serving certificate")
+    rotate = certs_actions.add_parser("rotate", help="a new serving certificate, or a CA rotation step")
+    for command in (generate, rotate):
+        command.add_argument("--dir", type=Path, default=Path(_environment("CERT_DIR", ".webhook/certs")),
+                             help="where ca.crt, ca.key, tls.crt and tls.key are (default: .webhook/certs)")
+        command.add_argument("--service", help="Service name: the certificate covers NAME.NAMESPACE.svc and "
+                             "NAME.NAMESPACE.svc.cluster.local")
+        command.add_argument("--namespace", default="default")
+        command.add_argument("--dns-name", action="append", default=[], dest="dns_names",
+                             help="a further DNS name or IP address (repeatable)")
+        command.add_argument("--days", type=int, default=365, help="serving certificate lifetime (default 365)")
+        command.add_argument("--ca-days", type=int, default=3650, help="CA lifetime (default 3650)")
+        command.add_argument("--key-algorithm", choices=KEY_ALGORITHMS, default="ecdsa-p256")
+    generate.add_argument("--secret-manifest", metavar="SECRET_NAME",
+                          help="print a kubernetes.io/tls Secret of this name instead of writing files")
+    generate.add_argument("--force", action="store_true", help="overwrite existing files")
+    rotate.add_argument("--ca", action="store_true", help="step 1: add a new signing CA to the bundle")
+    rotate.add_argument("--drop-old-cas", action="store_true", help="step 3: keep only the signing CA")
+    inspect = certs_actions.add_parser("inspect", help="subjects, names, expiry, chain and key checks")
+    inspect.add_argument("--dir", type=Path, default=Path(_environment("CERT_DIR", ".webhook/certs")))
+    inspect.add_argument("--renew-within-days", type=int, default=30)
+
     lint = commands.add_parser("lint", help="load a policy directory and print its problems as path:line:column")
     lint.add_argument("directory", type=Path)
     lint.add_argument("--cel-engine", choices=ENGINE_NAMES, default="cel-expr-python")
@@ -109,7 +134,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(arguments: argparse.Namespace) -> int:
-    from webhook.certs import ensure_self_signed
+    from webhook.certs import ensure_self_signed, server_tls_context
+    from webhook.serving import ClientAuthentication
 
     try:
         settings = Settings.model_validate({
@@ -131,6 +157,9 @@ def _serve(arguments: argparse.Namespace) -> int:
             cert_file, key_file = files.cert, files.key
             print(f"CA certificate: {files.ca_cert.resolve()}")
             print(f"caBundle: {files.ca_bundle()}", flush=True)
+        # Refuse to start on unusable TLS or client-authentication files, with a clear message.
+        server_tls_context(cert_file=cert_file, key_file=key_file, client_ca_file=settings.client_ca_file)
+        ClientAuthentication(require_client_certificate=False, token_file=settings.client_token_file)
     except ConfigError as error:
         print(f"webhook serve: {error}", file=sys.stderr)
         return 2
@@ -272,6 +301,45 @@ def _events(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _certs(arguments: argparse.Namespace) -> int:
+    from webhook import certtool
+
+    directory: Path = arguments.dir
+    try:
+        if arguments.action == "inspect":
+            lines, problems = certtool.inspect(directory, renew_within_days=arguments.renew_within_days)
+            print("\n".join(lines))
+            for problem in problems:
+                print(f"problem: {problem}")
+            return 1 if problems else 0
+        names = (certtool.service_names(arguments.service, arguments.namespace, arguments.dns_names)
+                 if arguments.service else list(arguments.dns_names))
+        if arguments.action == "rotate":
+            print(certtool.rotate(directory, new_ca=arguments.ca, drop_old_cas=arguments.drop_old_cas,
+                                  ca_days=arguments.ca_days, days=arguments.days,
+                                  algorithm=arguments.key_algorithm, names=names or None))
+            return 0
+        if not names:
+            print("webhook certs generate: give --service (and --namespace) or --dns-name", file=sys.stderr)
+            return 2
+        generated = certtool.generate(names=names, ca_days=arguments.ca_days, days=arguments.days,
+                                      algorithm=arguments.key_algorithm)
+        if arguments.secret_manifest:
+            print(generated.secret_manifest(name=arguments.secret_manifest, namespace=arguments.namespace), end="")
+            return 0
+        existing = [name for name in ("ca.crt", "ca.key", "tls.crt", "tls.key") if (directory / name).exists()]
+        if existing and not arguments.force:
+            print(f"webhook certs generate: {directory} already has {', '.join(existing)} (use --force, or "
+                  "`webhook certs rotate`)", file=sys.stderr)
+            return 2
+        generated.write(directory)
+        print(f"wrote {directory}/ca.crt, ca.key, tls.crt, tls.key for {', '.join(names)}")
+        return 0
+    except (ConfigError, OSError, ValueError) as error:
+        print(f"webhook certs {arguments.action}: {error}", file=sys.stderr)
+        return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
     if arguments.command == "serve":
@@ -280,6 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _events(arguments)
     if arguments.command == "deliver":
         return _deliver()
+    if arguments.command == "certs":
+        return _certs(arguments)
     return _lint(arguments)
 
 
