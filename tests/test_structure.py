@@ -12,7 +12,7 @@ PACKAGE = Path(webhook.__file__).parent
 LAYERS = [
     {"webhook.cli", "webhook.__main__"},
     {"webhook.server"},
-    {"webhook.serving", "webhook.certtool"},
+    {"webhook.serving", "webhook.certtool", "webhook.registration"},
     {"webhook.admission"},
     {"webhook.events.service"},
     {"webhook.events.delivery"},

@@ -127,6 +127,25 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("--dir", type=Path, default=Path(_environment("CERT_DIR", ".webhook/certs")))
     inspect.add_argument("--renew-within-days", type=int, default=30)
 
+    register = commands.add_parser("register", help="create or update the webhook configurations from the "
+                                   "loaded policies' match rules (through the kubernetes client)")
+    register.add_argument("--policies", type=Path, default=Path(_environment("POLICIES", "policies")))
+    register.add_argument("--cel-engine", choices=ENGINE_NAMES, default=_environment("CEL_ENGINE", "cel-expr-python"))
+    register.add_argument("--url", help="register by URL (a server outside the cluster): https://HOST:PORT")
+    register.add_argument("--service-name", default="webhook", help="register by Service (default: webhook)")
+    register.add_argument("--service-namespace", default=os.environ.get("POD_NAMESPACE", "default"))
+    register.add_argument("--service-port", type=int, default=443)
+    register.add_argument("--ca-file", type=Path, default=Path(_environment("CERT_DIR", ".webhook/certs")) / "ca.crt",
+                          help="the CA bundle for caBundle (default: .webhook/certs/ca.crt)")
+    register.add_argument("--name", default="webhook.dev", help="configuration name and webhook name suffix")
+    register.add_argument("--exempt-namespace", action="append", default=[], dest="exempt_namespaces",
+                          help="a further namespace the API server never sends (kube-system and the "
+                          "Service's namespace always are)")
+    register.add_argument("--timeout-seconds", type=int, choices=range(1, 31), default=5, metavar="1..30")
+    register.add_argument("--dry-run", action="store_true", help="print the YAML instead of applying it")
+    register.add_argument("--kubeconfig", help="default: in-cluster config, then ~/.kube/config")
+    register.add_argument("--context")
+
     lint = commands.add_parser("lint", help="load a policy directory and print its problems as path:line:column")
     lint.add_argument("directory", type=Path)
     lint.add_argument("--cel-engine", choices=ENGINE_NAMES, default="cel-expr-python")
@@ -340,6 +359,54 @@ def _certs(arguments: argparse.Namespace) -> int:
         return 2
 
 
+def _register(arguments: argparse.Namespace) -> int:
+    import yaml
+
+    from webhook import registration
+
+    try:
+        policy_set = load_policy_set(arguments.policies, engine=make_engine(arguments.cel_engine))
+        ca_bundle = arguments.ca_file.read_bytes()
+    except PolicyLoadError as error:
+        print("\n".join(str(problem) for problem in error.problems), file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"webhook register: cannot read the CA bundle {arguments.ca_file}: {error.strerror}", file=sys.stderr)
+        return 2
+    if arguments.url is not None and not arguments.url.startswith("https://"):
+        print("webhook register: --url must start with https:// (the API server only calls webhooks over TLS)",
+              file=sys.stderr)
+        return 2
+    target = registration.Target(url=arguments.url, service_name=arguments.service_name,
+                                 service_namespace=arguments.service_namespace, service_port=arguments.service_port)
+    configurations = registration.webhook_configurations(
+        policy_set, target=target, ca_bundle=ca_bundle, name=arguments.name,
+        own_namespace=None if arguments.url else arguments.service_namespace,
+        exempt_namespaces=arguments.exempt_namespaces, timeout_seconds=arguments.timeout_seconds)
+    problems = [problem for manifest in configurations for problem in registration.schema_problems(manifest)]
+    if problems:  # a bug of ours, never the user's: refuse rather than send the API server something odd
+        print("webhook register: generated configuration does not fit the API:\n" + "\n".join(problems),
+              file=sys.stderr)
+        return 1
+    if arguments.dry_run:
+        print(yaml.safe_dump_all(configurations, sort_keys=False), end="")
+        return 0
+    from kubernetes.client.exceptions import ApiException
+    from kubernetes.config import ConfigException
+
+    try:
+        for line in registration.apply(configurations, kubeconfig=arguments.kubeconfig, context=arguments.context):
+            print(line)
+    except ConfigException as error:
+        print(f"webhook register: no cluster configuration: {error}", file=sys.stderr)
+        return 2
+    except ApiException as error:
+        print(f"webhook register: the API server refused: {error.status} {error.reason}: {error.body}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
     if arguments.command == "serve":
@@ -350,6 +417,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _deliver()
     if arguments.command == "certs":
         return _certs(arguments)
+    if arguments.command == "register":
+        return _register(arguments)
     return _lint(arguments)
 
 

@@ -100,5 +100,8 @@ class PolicySet:
             self._cache[(phase, key)] = found
         return found
 
+    def in_phase(self, phase: Phase) -> tuple[CompiledPolicy, ...]:
+        return self._by_phase[phase]
+
     def count(self, phase: Phase) -> int:
         return len(self._by_phase[phase])

@@ -49,6 +49,25 @@ class RuleWithOperations(Model):
     resourceNames: list[str] = Field(default_factory=list)
     scope: Literal["Cluster", "Namespaced", "*"] = "*"
 
+    @field_validator("apiGroups", "apiVersions", "operations")
+    @classmethod
+    def _wildcard_alone(cls, values: list[str]) -> list[str]:
+        if "*" in values and len(values) > 1:
+            raise ValueError("if '*' is present, it must be the only entry (as the API server requires)")
+        return values
+
+    @field_validator("resources")
+    @classmethod
+    def _resources(cls, values: list[str]) -> list[str]:
+        """The API server's rules for resource patterns (validateResources in admissionregistration)."""
+        if any(not value for value in values):
+            raise ValueError("resources must not contain an empty string")
+        if "*/*" in values and len(values) > 1:
+            raise ValueError("if '*/*' is present, it must be the only entry")
+        if "*" in values and any("/" not in value and value != "*" for value in values):
+            raise ValueError("if '*' is present, other entries must name subresources (like '*/scale')")
+        return values
+
 
 class MatchResources(Model):
     namespaceSelector: LabelSelector = Field(default_factory=LabelSelector)
