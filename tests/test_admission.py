@@ -204,3 +204,12 @@ def test_v1beta1_review_is_answered_in_v1beta1(server: RunningServer) -> None:
 def test_delete_request_has_null_object(server: RunningServer) -> None:
     response = server.validate(review(None, operation="DELETE", old=pod(namespace="deny-ns")))
     assert response["allowed"] is True
+
+
+def test_failure_policy_paths_evaluate_only_their_policies(server: RunningServer) -> None:
+    failing = review(pod(namespace="fault-fail"))  # broken-fail (failurePolicy Fail) matches
+    assert server.post("/validate/fail", failing)["response"]["allowed"] is False
+    assert server.post("/validate/ignore", failing)["response"]["allowed"] is True  # Ignore policies only
+    ignoring = review(pod(namespace="fault-ignore"))  # broken-ignore (failurePolicy Ignore) matches
+    assert "warnings" not in server.post("/validate/fail", ignoring)["response"]
+    assert server.post("/validate/ignore", ignoring)["response"]["warnings"][0].startswith("broken-ignore:")

@@ -62,7 +62,8 @@ def test_dry_run_by_service(capsys: pytest.CaptureFixture[str], ca_file: Path) -
             assert base64.b64decode(webhook["clientConfig"]["caBundle"]) == ca_file.read_bytes()
             service = webhook["clientConfig"]["service"]
             phase = "validate" if manifest is validating else "mutate"
-            assert service == {"namespace": "infra", "name": "webhook", "path": f"/{phase}", "port": 443}
+            path = f"/{phase}/{webhook['failurePolicy'].lower()}"
+            assert service == {"namespace": "infra", "name": "webhook", "path": path, "port": 443}
     assert all(webhook["reinvocationPolicy"] == "IfNeeded" for webhook in mutating["webhooks"])
     assert all("reinvocationPolicy" not in webhook for webhook in validating["webhooks"])
 
@@ -73,8 +74,8 @@ def test_rules_are_the_union_of_the_policies_rules(capsys: pytest.CaptureFixture
     resources = {resource for webhook in validating["webhooks"] for rule in webhook["rules"]
                  for resource in rule["resources"]}
     assert {"pods", "deployments"} <= resources
-    assert validating["webhooks"][0]["clientConfig"]["url"] == "https://webhook.example:8443/validate"
-    assert mutating["webhooks"][0]["clientConfig"]["url"] == "https://webhook.example:8443/mutate"
+    assert validating["webhooks"][0]["clientConfig"]["url"] == "https://webhook.example:8443/validate/fail"
+    assert mutating["webhooks"][0]["clientConfig"]["url"] == "https://webhook.example:8443/mutate/fail"
     # by URL there is no Service namespace to exempt; kube-system always is
     assert validating["webhooks"][0]["namespaceSelector"]["matchExpressions"][0]["values"] == ["kube-system"]
 
@@ -105,7 +106,7 @@ def test_apply_creates_then_updates(api_server: FakeAPIServer, tmp_path: Path, c
                                                     "MutatingWebhookConfiguration webhook.dev created"]
     stored = api_server.objects[("validatingwebhookconfigurations", "webhook.dev")]
     assert [w["name"] for w in stored["webhooks"]] == ["fail.validate.webhook.dev", "ignore.validate.webhook.dev"]
-    assert stored["webhooks"][0]["clientConfig"]["service"]["path"] == "/validate"
+    assert stored["webhooks"][0]["clientConfig"]["service"]["path"] == "/validate/fail"
 
     assert main([*arguments, "--timeout-seconds", "3"]) == 0  # again: replaced with the stored resourceVersion
     assert capsys.readouterr().out.splitlines() == ["ValidatingWebhookConfiguration webhook.dev updated",

@@ -52,10 +52,14 @@ def _name_of(obj: Any) -> str:
     return name if isinstance(name, str) else ""
 
 
-def admit(policy_set: PolicySet, request: AdmissionRequest, raw: dict[str, Any], *, phase: Phase) -> Decision:
-    """The verdict of the policies of `phase` on one request."""
+def admit(policy_set: PolicySet, request: AdmissionRequest, raw: dict[str, Any], *, phase: Phase,
+          failure_policy: str | None = None) -> Decision:
+    """The verdict of the policies of `phase` on one request (only those with `failure_policy`, when given:
+    `webhook register` routes Fail and Ignore policies through two webhooks, each evaluating its own)."""
     context = request_context(policy_set, request, raw)
     policies = matching_policies(policy_set, phase, context)
+    if failure_policy is not None:
+        policies = [policy for policy in policies if policy.failure_policy == failure_policy]
     if not policies:
         return Decision(allowed=True)
     evaluator = Evaluator(policy_set, context, policies)

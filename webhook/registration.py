@@ -2,9 +2,10 @@
 
 The rules are the union of the loaded policies' resource rules, so the API server only calls for what some
 policy can match (excludes, resourceNames and selectors are then checked here). Policies with
-`failurePolicy: Fail` and `Ignore` go to two webhooks of the same configuration, so that an unreachable
-server blocks only what must not pass unchecked. `kube-system` and the server's own namespace are exempt,
-so the cluster can always be repaired and the webhook's own Pods can always start.
+`failurePolicy: Fail` and `Ignore` go to two webhooks of the same configuration (paths `/validate/fail` and
+`/validate/ignore`, each evaluating only its own policies), so that an unreachable server blocks only what
+must not pass unchecked, and no policy is evaluated twice for one request. `kube-system` and the server's
+own namespace are exempt, so the cluster can always be repaired and the webhook's own Pods can always start.
 """
 
 from __future__ import annotations
@@ -31,13 +32,13 @@ class Target:
     service_namespace: str | None = None
     service_port: int = 443
 
-    def client_config(self, phase: Phase, ca_bundle: bytes) -> dict[str, Any]:
+    def client_config(self, path: str, ca_bundle: bytes) -> dict[str, Any]:
         config: dict[str, Any]
         if self.url is not None:
-            config = {"url": f"{self.url.rstrip('/')}/{phase}"}
+            config = {"url": f"{self.url.rstrip('/')}{path}"}
         else:
             config = {"service": {"namespace": self.service_namespace, "name": self.service_name,
-                                  "path": f"/{phase}", "port": self.service_port}}
+                                  "path": path, "port": self.service_port}}
         config["caBundle"] = base64.b64encode(ca_bundle).decode()
         return config
 
@@ -67,7 +68,7 @@ def webhook_configurations(policy_set: PolicySet, *, target: Target, ca_bundle: 
                 continue
             webhook: dict[str, Any] = {
                 "name": f"{failure_policy.lower()}.{phase}.{name}",
-                "clientConfig": target.client_config(phase, ca_bundle),
+                "clientConfig": target.client_config(f"/{phase}/{failure_policy.lower()}", ca_bundle),
                 "rules": _rules(policies),
                 "failurePolicy": failure_policy,
                 "matchPolicy": "Equivalent",

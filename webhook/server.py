@@ -141,7 +141,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def _invalid(request: Request, error: RequestValidationError) -> Response:
         return error_response(400, "BadRequest", str(error))
 
-    async def review(request: Request, phase: Phase) -> Response:
+    async def review(request: Request, phase: Phase, failure_policy: str | None = None) -> Response:
         started = time.perf_counter()
         endpoint = "/validate" if phase == "validate" else "/mutate"
         if authentication.enabled and (problem := authentication.problem(request.scope)) is not None:
@@ -154,7 +154,7 @@ def create_app(settings: Settings) -> FastAPI:
         if policy_set is None:
             return error_response(503, "ServiceUnavailable",
                                   "no policy set is loaded yet; see /readyz for the problems")
-        decision = admit(policy_set, parsed.request, raw, phase=phase)
+        decision = admit(policy_set, parsed.request, raw, phase=phase, failure_policy=failure_policy)
         for result in decision.results:
             if result.faults:
                 metrics.policy_errors.labels(result.policy.name).inc()
@@ -183,6 +183,24 @@ def create_app(settings: Settings) -> FastAPI:
     @app.post("/mutate")
     async def mutate(request: Request) -> Response:
         return await review(request, "mutate")
+
+    # What `webhook register` points its two webhooks per phase at: each evaluates the policies of one
+    # failurePolicy, so a request matched by both webhooks never has a policy evaluated twice.
+    @app.post("/validate/fail")
+    async def validate_fail(request: Request) -> Response:
+        return await review(request, "validate", "Fail")
+
+    @app.post("/validate/ignore")
+    async def validate_ignore(request: Request) -> Response:
+        return await review(request, "validate", "Ignore")
+
+    @app.post("/mutate/fail")
+    async def mutate_fail(request: Request) -> Response:
+        return await review(request, "mutate", "Fail")
+
+    @app.post("/mutate/ignore")
+    async def mutate_ignore(request: Request) -> Response:
+        return await review(request, "mutate", "Ignore")
 
     @app.get("/healthz")
     async def healthz() -> Response:

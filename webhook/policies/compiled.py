@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from webhook.policies.cel import Engine, Program
 from webhook.policies.matching import ResourceKey, rules_match
-from webhook.policies.model import MatchResources
+from webhook.policies.model import MatchResources, ParamKind, ParamRef
 
 Phase = Literal["validate", "mutate"]
 _CACHE_LIMIT = 4096
@@ -35,6 +35,7 @@ class CompiledMutation:
     value_program: Program | None
     condition_program: Program | None
     patches_program: Program | None
+    apply_program: Program | None = None  # MutatingAdmissionPolicy ApplyConfiguration: an object to merge
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,25 @@ class CompiledPolicy:
     mutations: tuple[CompiledMutation, ...] = ()
     python_function: Callable[..., Any] | None = None
     python_phase: Phase | None = None
+    # Kubernetes-native policies: one CompiledPolicy per (policy, binding).
+    kind: str = "Policy"
+    binding: str | None = None
+    binding_match: MatchResources | None = None  # ANDed with `match`
+    param_kind: ParamKind | None = None
+    param_ref: ParamRef | None = None
+    reinvoke: bool = False  # MutatingAdmissionPolicy reinvocationPolicy IfNeeded
+    misconfiguration: str | None = None  # a fault on every request (as the API server's binding errors)
+
+    @property
+    def label(self) -> str:
+        """How messages name it: `name`, or Kubernetes' `Kind 'name' with binding 'binding'`."""
+        if self.binding is None:
+            return self.name
+        return f"{self.kind} '{self.name}' with binding '{self.binding}'"
+
+    def matches_key(self, key: ResourceKey, *, name: str | None) -> bool:
+        return rules_match(self.match, key, name=name) and (
+            self.binding_match is None or rules_match(self.binding_match, key, name=name))
 
     def takes_part_in(self, phase: Phase) -> bool:
         if self.python_function is not None:
@@ -93,7 +113,7 @@ class PolicySet:
         cached = self._cache.get((phase, key))
         if cached is not None:
             return cached
-        found = tuple(p for p in self._by_phase[phase] if rules_match(p.match, key, name=None))
+        found = tuple(p for p in self._by_phase[phase] if p.matches_key(key, name=None))
         with self._lock:
             if len(self._cache) >= _CACHE_LIMIT:
                 self._cache.clear()

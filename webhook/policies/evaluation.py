@@ -16,8 +16,8 @@ from webhook.policies.matching import (
     labels_of,
     namespace_selector_matches,
     object_selector_matches,
-    rules_match,
 )
+from webhook.policies.model import MatchResources
 
 Status = Literal["pass", "fail", "error"]
 
@@ -80,19 +80,22 @@ def matching_policies(policy_set: PolicySet, phase: Phase, context: RequestConte
     found = []
     namespace_labels: dict[str, str] | None = None
     for policy in policy_set.candidates(phase, context.key):
-        if policy.uses_resource_names and not rules_match(policy.match, context.key, name=context.name):
-            continue
-        if not object_selector_matches(policy.match.objectSelector, obj=context.object, old_obj=context.old_object):
+        if policy.uses_resource_names and not policy.matches_key(context.key, name=context.name):
             continue
         if namespace_labels is None:
             namespace_labels = labels_of(context.namespace_object) or {}
             if context.namespace:
                 namespace_labels.setdefault(NAMESPACE_NAME_LABEL, context.namespace)
-        if not namespace_selector_matches(policy.match.namespaceSelector, key=context.key, obj=context.object,
-                                          old_obj=context.old_object, namespace_labels=namespace_labels):
-            continue
-        found.append(policy)
+        if all(_selectors_match(match, context, namespace_labels)
+               for match in (policy.match, policy.binding_match) if match is not None):
+            found.append(policy)
     return found
+
+
+def _selectors_match(match: MatchResources, context: RequestContext, namespace_labels: dict[str, str]) -> bool:
+    return object_selector_matches(match.objectSelector, obj=context.object, old_obj=context.old_object) and \
+        namespace_selector_matches(match.namespaceSelector, key=context.key, obj=context.object,
+                                   old_obj=context.old_object, namespace_labels=namespace_labels)
 
 
 class _PolicyRun:

@@ -78,6 +78,8 @@ def rules_match(match: MatchResources, key: ResourceKey, *, name: str | None) ->
             continue
         if _rule_applies(rule, key, equivalent=equivalent, name=name):
             return False
+    if not match.resourceRules:  # a binding's matchResources without rules: everything the policy matches
+        return True
     return any(_rule_applies(rule, key, equivalent=equivalent, name=name) for rule in match.resourceRules)
 
 

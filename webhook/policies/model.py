@@ -77,6 +77,32 @@ class MatchResources(Model):
     matchPolicy: Literal["Exact", "Equivalent"] = "Equivalent"
 
 
+class BindingMatchResources(MatchResources):
+    """A binding's matchResources: without resourceRules it does not narrow what the policy matches."""
+
+    resourceRules: list[RuleWithOperations] = Field(default_factory=list)
+
+
+class ParamKind(Model):
+    apiVersion: str
+    kind: str
+
+
+class ParamRef(Model):
+    """Which params objects a binding gives its policy: one by name, or every one a selector matches."""
+
+    name: str | None = None
+    namespace: str | None = None
+    selector: LabelSelector | None = None
+    parameterNotFoundAction: Literal["Allow", "Deny"] | None = None
+
+    @model_validator(mode="after")
+    def _name_or_selector(self) -> ParamRef:
+        if (self.name is None) == (self.selector is None):
+            raise ValueError("give exactly one of name or selector")
+        return self
+
+
 class MatchCondition(Model):
     name: str
     expression: str
