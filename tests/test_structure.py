@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import subprocess
 from pathlib import Path
 
 import webhook
@@ -73,3 +74,14 @@ def test_public_api_is_exported() -> None:
 def test_modules_stay_small() -> None:
     sizes = {_module_name(path): len(path.read_text().splitlines()) for path in PACKAGE.rglob("*.py")}
     assert {name: size for name, size in sizes.items() if size > 500} == {}
+
+
+def test_no_private_key_is_tracked() -> None:
+    """Keys are generated at run time (0600) or come from Secrets; the repository never holds one."""
+    root = PACKAGE.parent
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True).stdout
+    tracked = [root / name for name in listed.decode().split("\0") if name]
+    assert len(tracked) > 50  # the listing worked
+    marker = b"PRIVATE " + b"KEY-----"  # spelt in two parts so that this file does not hold it
+    holding = [str(path.relative_to(root)) for path in tracked if path.is_file() and marker in path.read_bytes()]
+    assert holding == []
