@@ -22,10 +22,11 @@ LAYERS = [
      "webhook.events"},
     {"webhook.policies.store"},
     {"webhook.policies.loader", "webhook.policies.decision"},
-    {"webhook.policies.evaluation"},
+    {"webhook.policies.evaluation", "webhook.policies.native"},
     {"webhook.policies.compiled"},
-    {"webhook.policies.matching", "webhook.policies.cel"},
+    {"webhook.policies.matching", "webhook.policies.cel", "webhook.policies.params"},
     {"webhook.policies.celpy_library", "webhook.policies.model", "webhook.reviews", "webhook.patches",
+     "webhook.policies.apply", "webhook.policies.k8s_library",
      "webhook.certs", "webhook.config", "webhook.metrics", "webhook", "webhook.authoring", "webhook.yamlsource"},
     {"webhook.errors", "webhook.policies"},
 ]

@@ -106,3 +106,9 @@ def apply_operations(document: Any, operations: Iterable[Operation]) -> tuple[An
         applied.extend(steps)
         applied.append(operation)
     return current, applied
+
+
+def make_patch(source: Any, target: Any) -> list[Operation]:
+    """JSON Patch operations that turn `source` into `target` (for merged apply configurations)."""
+    operations: list[Operation] = jsonpatch.make_patch(source, target).patch
+    return operations

@@ -7,9 +7,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from webhook.errors import SourceProblem
 from webhook.policies.cel import Engine, Program
 from webhook.policies.matching import ResourceKey, rules_match
 from webhook.policies.model import MatchResources, ParamKind, ParamRef
+from webhook.policies.params import ParamStore
 
 Phase = Literal["validate", "mutate"]
 _CACHE_LIMIT = 4096
@@ -100,6 +102,8 @@ class PolicySet:
     namespaces: Mapping[str, Any]
     files: tuple[str, ...]
     digest: str
+    params: ParamStore = field(default_factory=ParamStore)
+    notes: tuple[SourceProblem, ...] = ()  # what `webhook lint` points out without refusing the set
     _by_phase: dict[Phase, tuple[CompiledPolicy, ...]] = field(default_factory=dict, repr=False)
     _cache: dict[tuple[Phase, ResourceKey], tuple[CompiledPolicy, ...]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from webhook import authoring
-from webhook.patches import PatchError, PatchTestFailed, apply_operations
+from webhook.patches import PatchError, PatchTestFailed, apply_operations, make_patch
+from webhook.policies.apply import merge
 from webhook.policies.cel import PARAMS_BY_POLICY, CelEvaluationError, Engine, Program, referenced_variables
 from webhook.policies.compiled import CompiledMutation, CompiledPolicy, CompiledVariable, Phase, PolicySet
 from webhook.policies.matching import (
@@ -18,6 +19,7 @@ from webhook.policies.matching import (
     object_selector_matches,
 )
 from webhook.policies.model import MatchResources
+from webhook.policies.params import ParamObject, Resolution
 
 Status = Literal["pass", "fail", "error"]
 
@@ -101,9 +103,9 @@ def _selectors_match(match: MatchResources, context: RequestContext, namespace_l
 class _PolicyRun:
     """cel-python: an activation of its own per policy, variables evaluated in order, errors kept per name."""
 
-    def __init__(self, engine: Engine, base: Mapping[str, Any], policy: CompiledPolicy) -> None:
+    def __init__(self, engine: Engine, base: Mapping[str, Any], policy: CompiledPolicy, params: Any) -> None:
         self.engine = engine
-        self.base = {**base, "params": policy.params_prepared}
+        self.base = {**base, "params": params}
         self.values: dict[str, Any] = {}
         self.variable_errors: dict[str, str] = {}
         self.activation = engine.activation({**self.base, "variables": engine.bind_variables({})})
@@ -169,6 +171,7 @@ class Evaluator:
         self.policies = policies
         self._bindings: tuple[int, dict[str, Any]] | None = None
         self._shared: tuple[int, Any] | None = None
+        self._resolutions: dict[int, Resolution] = {}
 
     def base_bindings(self, obj: Any) -> dict[str, Any]:
         """The request-level bindings, prepared once per version of the object."""
@@ -183,10 +186,27 @@ class Evaluator:
             })
         return self._bindings[1]
 
+    def resolution(self, policy: CompiledPolicy) -> Resolution:
+        """The params objects this request evaluates `policy` with (a native binding's paramRef, or the
+        Policy kind's own `params`), found once per request."""
+        found = self._resolutions.get(id(policy))
+        if found is None:
+            if policy.param_kind is None and policy.param_ref is None:
+                found = Resolution(objects=(ParamObject("", "", {}, policy.params, policy.params_prepared),))
+            else:
+                found = self.policy_set.params.resolve(policy.param_kind, policy.param_ref,
+                                                       request_namespace=self.context.namespace)
+            self._resolutions[id(policy)] = found
+        return found
+
     def shared_activation(self, obj: Any) -> Any:
         """One activation for every policy of the request (new only when a mutation changed the object)."""
         if self._shared is None or self._shared[0] != id(obj):
-            params = {p.params_key: p.params_prepared for p in self.policies if p.params_key is not None}
+            params = {}
+            for policy in self.policies:
+                if policy.params_key is not None:
+                    objects = self.resolution(policy).objects
+                    params[policy.params_key] = objects[0].prepared if objects else None
             activation = self.engine.activation({**self.base_bindings(obj), "params": None, "variables": {},
                                                  PARAMS_BY_POLICY: params})
             self._shared = (id(obj), activation)
@@ -196,23 +216,38 @@ class Evaluator:
         return [self._validate_one(policy) for policy in policies]
 
     def mutate(self, policies: Sequence[CompiledPolicy]) -> tuple[list[PolicyResult], Any]:
-        """Mutations in policy order, each policy seeing the object as the previous ones left it."""
+        """Mutations in policy order, each policy seeing the object as the previous ones left it. Policies
+        with reinvocationPolicy IfNeeded run once more at the end when a later policy changed the object
+        after them (the API server would reinvoke the webhook; within one call this is as close as it gets)."""
         current = self.context.object
         results = []
+        after: list[tuple[CompiledPolicy, Any]] = []
         for policy in policies:
             result, current = self._mutate_one(policy, current)
             results.append(result)
+            after.append((policy, current))
+        for policy, seen in after:
+            if policy.reinvoke and current is not seen and current != seen:
+                result, current = self._mutate_one(policy, current)
+                results.append(result)
         return results, current
 
     # --- one policy ----------------------------------------------------------------------------------
 
-    def _start(self, policy: CompiledPolicy, obj: Any, result: PolicyResult) -> _PolicyRun | _SharedRun | None:
-        """The policy's bindings after its matchConditions; None when it does not apply or faulted."""
+    def _start(self, policy: CompiledPolicy, obj: Any, result: PolicyResult, param: ParamObject,
+               index: int) -> _PolicyRun | _SharedRun | None:
+        """The policy's bindings for one params object after its matchConditions; None when it does not apply
+        or faulted."""
         run: _PolicyRun | _SharedRun
         if self.engine.shares_activation:
-            run = _SharedRun(self.engine, self.shared_activation(obj), policy)
+            if index == 0:
+                activation = self.shared_activation(obj)
+            else:  # a further params object of a selector: an activation of its own
+                activation = self.engine.activation({**self.base_bindings(obj), "params": None, "variables": {},
+                                                     PARAMS_BY_POLICY: {policy.params_key: param.prepared}})
+            run = _SharedRun(self.engine, activation, policy)
         else:
-            run = _PolicyRun(self.engine, self.base_bindings(obj), policy)
+            run = _PolicyRun(self.engine, self.base_bindings(obj), policy, param.prepared)
         for name, program in policy.match_conditions:
             try:
                 if run.evaluate(program) is not True:
@@ -222,14 +257,25 @@ class Evaluator:
                 return None
         return run
 
+    def _params_of(self, policy: CompiledPolicy, result: PolicyResult) -> tuple[ParamObject, ...]:
+        """The params objects to evaluate with; none (with a fault, or for an Allow) when there are none."""
+        resolution = self.resolution(policy)
+        if resolution.fault is not None:
+            result.faults.append(resolution.fault)
+        return resolution.objects
+
     def _validate_one(self, policy: CompiledPolicy) -> PolicyResult:
         result = PolicyResult(policy)
         if policy.python_function is not None:
             self._run_python(policy, self.context.object, result, phase="validate")
             return result
-        run = self._start(policy, self.context.object, result)
-        if run is None:
-            return result
+        for index, param in enumerate(self._params_of(policy, result)):
+            run = self._start(policy, self.context.object, result, param, index)
+            if run is not None:
+                self._validations(policy, run, result)
+        return result
+
+    def _validations(self, policy: CompiledPolicy, run: _PolicyRun | _SharedRun, result: PolicyResult) -> None:
         for validation in policy.validations:
             try:
                 passed = run.evaluate(validation.program)
@@ -251,7 +297,6 @@ class Evaluator:
                                      f"got {type(value).__name__}")
                 continue
             result.audit_annotations[key] = value[:10240]
-        return result
 
     @staticmethod
     def _message(run: _PolicyRun | _SharedRun, validation: Any) -> str:
@@ -270,26 +315,41 @@ class Evaluator:
         result = PolicyResult(policy)
         if policy.python_function is not None:
             return result, self._run_python(policy, obj, result, phase="mutate")
-        run = self._start(policy, obj, result)
-        if run is None:
-            return result, obj
-        operations: list[dict[str, Any]] = []
+        current = obj
+        for index, param in enumerate(self._params_of(policy, result)):
+            run = self._start(policy, current, result, param, index)
+            if run is None:
+                continue
+            # A policy's mutations form one JSON Patch per params object: applied whole, or (after a failed
+            # test, or a fault) not at all.
+            try:
+                current = self._apply_mutations(policy, run, current, result)
+            except PatchTestFailed:
+                return PolicyResult(policy), obj
+            except (PatchError, CelEvaluationError) as error:
+                result.faults.append(str(error))
+                result.patch.clear()
+                return result, obj
+        return result, current
+
+    def _apply_mutations(self, policy: CompiledPolicy, run: _PolicyRun | _SharedRun, obj: Any,
+                         result: PolicyResult) -> Any:
+        current = obj
         for index, mutation in enumerate(policy.mutations):
             try:
-                operations.extend(self._operations(run, mutation))
+                if mutation.apply_program is not None:
+                    applied = run.evaluate(mutation.apply_program)
+                    if not isinstance(applied, dict):
+                        raise CelEvaluationError(f"applyConfiguration must evaluate to an object, got "
+                                                 f"{type(applied).__name__}")
+                    operations = make_patch(current, merge(current, applied))
+                else:
+                    operations = self._operations(run, mutation)
             except CelEvaluationError as error:
-                result.faults.append(f"mutation {index}: {error}")
-                return result, obj
-        # The policy's mutations form one JSON Patch: applied whole, or (after a failed test) not at all.
-        try:
-            current, applied = apply_operations(obj, operations)
-        except PatchTestFailed:
-            return result, obj
-        except PatchError as error:
-            result.faults.append(str(error))
-            return result, obj
-        result.patch.extend(applied)
-        return result, current
+                raise CelEvaluationError(f"mutation {index}: {error}") from error
+            current, applied_operations = apply_operations(current, operations)
+            result.patch.extend(applied_operations)
+        return current
 
     @staticmethod
     def _operations(run: _PolicyRun | _SharedRun, mutation: CompiledMutation) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 import inspect
 import os
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,12 +27,15 @@ from webhook.policies.compiled import (
 )
 from webhook.policies.matching import uses_resource_names
 from webhook.policies.model import POLICY_API_VERSION, MatchResources, ObjectMeta, PolicyDocument
+from webhook.policies.native import MODELS, NativeDocuments, is_native, rewrite_object_literals, with_defaults
+from webhook.policies.params import ParamStore
 from webhook.yamlsource import Document, FieldPath, parse_documents, validation_problems
 
 YAML_SUFFIXES = (".yaml", ".yml")
 MAX_EXPRESSION_LENGTH = 10_000
 MAX_FILE_BYTES = 4 * 1024 * 1024
 _REASON_DEFAULT = "Forbidden"
+_AUTHORIZER = re.compile(r"(?<![.\w])authorizer\b")
 
 
 def policy_files(directory: Path) -> list[Path]:
@@ -66,8 +70,12 @@ class _Compiler:
         self.engine = engine
         self.directory = directory
         self.problems: list[SourceProblem] = []
+        self.notes: list[SourceProblem] = []  # not errors, but worth an author's attention (`webhook lint`)
         self.policies: list[CompiledPolicy] = []
         self.namespaces: dict[str, Any] = {}
+        self.native = NativeDocuments()
+        self.other_objects: list[Document] = []  # params objects, once the policies' paramKinds are known
+        self.params = ParamStore()
 
     def display(self, path: Path) -> str:
         return str(path)
@@ -75,7 +83,7 @@ class _Compiler:
     # --- CEL ---------------------------------------------------------------------------------------
 
     def compile(self, document: Document, path: FieldPath, source: str, expect: ExpectedType,
-                scope: PolicyScope) -> Program | None:
+                scope: PolicyScope, *, typed_objects: bool = False) -> Program | None:
         if len(source) > MAX_EXPRESSION_LENGTH:
             self.problems.append(document.problem(
                 path, f"expression is {len(source)} characters long; the limit is {MAX_EXPRESSION_LENGTH}"))
@@ -86,11 +94,18 @@ class _Compiler:
                 f"variables.{undefined[0]} is not defined (variables can use only the variables defined "
                 "before them)")))
             return None
+        if _AUTHORIZER.search(source):
+            self.problems.append(document.problem(path, (
+                "`authorizer` needs a connection to a cluster (SubjectAccessReview), which this server does not "
+                "have; see README, Kubernetes policies")))
+            return None
+        rewritten = rewrite_object_literals(source) if typed_objects else None
         try:
-            return self.engine.compile(source, expect=expect, scope=scope)
+            return self.engine.compile(rewritten.source if rewritten else source, expect=expect, scope=scope)
         except CelCompileError as error:
+            column = rewritten.original_column(error.line, error.column) if rewritten else error.column
             self.problems.append(document.expression_problem(
-                path, line=error.line, column=error.column, message=f"CEL compile error: {error.message}"))
+                path, line=error.line, column=column, message=f"CEL compile error: {error.message}"))
             return None
 
     # --- YAML --------------------------------------------------------------------------------------
@@ -128,12 +143,17 @@ class _Compiler:
             return
         if kind == "Policy" and api_version == POLICY_API_VERSION:
             self.load_policy(document)
-        elif kind == "Namespace" and api_version == "v1":
-            self.load_namespace(document)
+        elif is_native(api_version, kind):
+            try:
+                item = MODELS[kind].model_validate(with_defaults(data))
+            except ValidationError as error:
+                self.problems.extend(validation_problems(document, error))
+                return
+            self.native.add(document, item, self.problems)
         else:
-            self.problems.append(document.problem(("kind",), (
-                f"unknown kind {api_version}/{kind}; this directory takes {POLICY_API_VERSION}/Policy, "
-                "v1/Namespace and Python modules")))
+            if kind == "Namespace" and api_version == "v1":
+                self.load_namespace(document)
+            self.other_objects.append(document)
 
     def load_namespace(self, document: Document) -> None:
         try:
@@ -262,6 +282,7 @@ class _Compiler:
             ))
 
     def finish(self) -> None:
+        self.load_params()
         seen: dict[str, str] = {}
         for policy in self.policies:
             if policy.name in seen:
@@ -270,6 +291,28 @@ class _Compiler:
                     f"policy name {policy.name!r} is already used at {seen[policy.name]}")))
             else:
                 seen[policy.name] = policy.origin
+        self.policies.extend(self.native.compile(self))
+
+    def load_params(self) -> None:
+        """Objects of a kind some policy names as paramKind are params; other unknown kinds are mistakes."""
+        wanted = self.native.param_kinds()
+        for document in self.other_objects:
+            data = document.data
+            key = (data["apiVersion"], data["kind"])
+            if key in wanted:
+                try:
+                    ObjectMeta.model_validate(data.get("metadata") or {})
+                except ValidationError as error:
+                    self.problems.extend(validation_problems(document, error, ("metadata",)))
+                    continue
+                self.params.add(data, self.engine.prepare)
+            elif key != ("v1", "Namespace"):
+                self.problems.append(document.problem(("kind",), (
+                    f"unknown kind {key[0]}/{key[1]}; this directory takes {POLICY_API_VERSION}/Policy, "
+                    "ValidatingAdmissionPolicy, MutatingAdmissionPolicy and their bindings "
+                    "(admissionregistration.k8s.io v1, v1beta1, v1alpha1), v1/Namespace, objects of a kind "
+                    "a policy names as paramKind, and Python modules")))
+        self.params.finish()
 
 
 def _import_module(path: Path, module_name: str) -> ModuleType:
@@ -325,4 +368,5 @@ def load_policy_set(directory: Path, *, engine: Engine) -> PolicySet:
     if compiler.problems:
         raise PolicyLoadError(compiler.problems)
     return PolicySet(engine=engine, policies=tuple(compiler.policies), namespaces=compiler.namespaces,
-                     files=tuple(str(p) for p in files), digest=generation)
+                     files=tuple(str(p) for p in files), digest=generation, params=compiler.params,
+                     notes=tuple(compiler.notes))
