@@ -274,7 +274,10 @@ def _lint(arguments: argparse.Namespace) -> int:
         sys.stdout.flush()
         print(f"{count} problem{'s' if count != 1 else ''} in {arguments.directory}", file=sys.stderr)
         return 1
-    print(f"{arguments.directory}: {len(policy_set.policies)} policies, no problems")
+    for note in policy_set.notes:
+        print(f"{note.path}:{note.line}:{note.column}: note: {note.message}")
+    notes = f", {len(policy_set.notes)} note{'s' if len(policy_set.notes) != 1 else ''}" if policy_set.notes else ""
+    print(f"{arguments.directory}: {len(policy_set.policies)} policies, no problems{notes}")
     return 0
 
 

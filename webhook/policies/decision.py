@@ -61,6 +61,7 @@ def decide(results: Sequence[PolicyResult], *, phase: Phase) -> Decision:
     for result in results:
         policy = result.policy
         name = policy.name
+        native = policy.binding is not None  # Kubernetes' kinds: Kubernetes' wording
         outcomes.append(_outcome(result))
         for text in result.warnings:
             _add_warning(warnings, used, f"{name}: {text}")
@@ -68,18 +69,23 @@ def decide(results: Sequence[PolicyResult], *, phase: Phase) -> Decision:
         violations = [(v.message, v.reason) for v in result.violations]
         if result.faults:
             fault = "; ".join(result.faults)
-            if policy.failure_policy == "Ignore":
-                _add_warning(warnings, used, f"{name}: policy fault ignored (failurePolicy Ignore): {fault}")
-            else:
+            if policy.failure_policy == "Fail":
                 violations.append((f"policy fault: {fault}", "Forbidden"))
+            elif not native:  # the API server ignores such faults silently; our own kind says so
+                _add_warning(warnings, used, f"{name}: policy fault ignored (failurePolicy Ignore): {fault}")
         for message, reason in violations:
             if "Deny" in policy.actions:
-                denials.append((f"{name}: {message}", reason))
+                denials.append((f"{policy.label} denied request: {message}" if native else f"{name}: {message}",
+                                reason))
             if "Warn" in policy.actions:
-                _add_warning(warnings, used, f"{name}: {message}")
+                _add_warning(warnings, used,
+                             f"Validation failed for {policy.label}: {message}" if native else f"{name}: {message}")
             if "Audit" in policy.actions:
-                audit_failures.append({"policy": name, "message": single_line(message, limit=MAX_MESSAGE_BYTES),
-                                       "validationActions": sorted(policy.actions)})
+                record: dict[str, Any] = {"policy": name, "message": single_line(message, limit=MAX_MESSAGE_BYTES),
+                                          "validationActions": sorted(policy.actions)}
+                if native:
+                    record["binding"] = policy.binding
+                audit_failures.append(record)
         if phase == "mutate" and not result.faults:
             patch.extend(result.patch)
     if audit_failures:
