@@ -26,7 +26,9 @@ LAYERS = [
     {"webhook.policies.compiled"},
     {"webhook.policies.matching", "webhook.policies.cel", "webhook.policies.params"},
     {"webhook.policies.celpy_library", "webhook.policies.model", "webhook.reviews", "webhook.patches",
-     "webhook.policies.apply", "webhook.policies.k8s_library",
+     "webhook.policies.apply", "webhook.policies.deadline", "webhook.policies.k8s_library",
+     "webhook.policies.k8s_quantity",
+     "webhook.policies.k8s_text", "webhook.policies.k8s_network", "webhook.policies.k8s_values",
      "webhook.certs", "webhook.config", "webhook.metrics", "webhook", "webhook.authoring", "webhook.yamlsource"},
     {"webhook.errors", "webhook.policies"},
 ]

@@ -9,6 +9,7 @@ from typing import Any
 from webhook import authoring
 from webhook.events.service import AdmissionFacts
 from webhook.policies.compiled import Phase, PolicySet
+from webhook.policies.deadline import DeadlineExceeded, deadline
 from webhook.policies.decision import Decision, decide
 from webhook.policies.evaluation import (
     Evaluator,
@@ -53,9 +54,11 @@ def _name_of(obj: Any) -> str:
 
 
 def admit(policy_set: PolicySet, request: AdmissionRequest, raw: dict[str, Any], *, phase: Phase,
-          failure_policy: str | None = None) -> Decision:
+          failure_policy: str | None = None, deadline_seconds: float = 0.0) -> Decision:
     """The verdict of the policies of `phase` on one request (only those with `failure_policy`, when given:
-    `webhook register` routes Fail and Ignore policies through two webhooks, each evaluating its own)."""
+    `webhook register` routes Fail and Ignore policies through two webhooks, each evaluating its own).
+    Evaluation stops at `deadline_seconds` (see webhook.policies.deadline): the policy running then and those
+    not yet run are faults under their own failurePolicy."""
     context = request_context(policy_set, request, raw)
     policies = matching_policies(policy_set, phase, context)
     if failure_policy is not None:
@@ -64,10 +67,22 @@ def admit(policy_set: PolicySet, request: AdmissionRequest, raw: dict[str, Any],
         return Decision(allowed=True)
     evaluator = Evaluator(policy_set, context, policies)
     try:
-        if phase == "mutate":
-            results, _ = evaluator.mutate(policies)
-        else:
-            results = evaluator.validate(policies)
+        with deadline(deadline_seconds):
+            if phase == "mutate":
+                results, _ = evaluator.mutate(policies)
+            else:
+                results = evaluator.validate(policies)
+    except DeadlineExceeded:
+        results = list(evaluator.completed)
+        done = {id(result.policy) for result in results}
+        late = [policy for policy in policies if id(policy) not in done]
+        log.warning("request %s: evaluation deadline of %ss passed in policy %s", request.uid, deadline_seconds,
+                    late[0].name if late else "?")
+        for index, policy in enumerate(late):
+            fault = (f"did not finish within the evaluation deadline of {deadline_seconds:g}s" if index == 0 else
+                     f"not evaluated: the evaluation deadline of {deadline_seconds:g}s passed in policy "
+                     f"{late[0].name!r}")
+            results.append(PolicyResult(policy, faults=[fault]))
     except Exception as error:  # a bug or an exhausted resource: still a verdict, never an HTTP 500
         log.exception("evaluation of request %s failed", request.uid)
         fault = f"internal error while evaluating: {type(error).__name__}: {error}"

@@ -84,6 +84,13 @@ def _parser() -> argparse.ArgumentParser:
                        default=float(_environment("SHUTDOWN_DELAY_SECONDS", "0")),
                        help="on SIGTERM, fail readiness and close keep-alive connections this long before "
                        "shutting down (default 0; 5 in a cluster)")
+    serve.add_argument("--evaluation-deadline-seconds", type=float,
+                       default=float(_environment("EVALUATION_DEADLINE_SECONDS", "1")),
+                       help="a request's policies must be evaluated within this; past it the policy running and "
+                       "those after it are faults under their failurePolicy (default 1; 0: none)")
+    serve.add_argument("--memory-limit-mb", type=int, default=None,
+                       help="per serving process (RLIMIT_DATA): an allocation past it is a policy fault "
+                       "(MemoryError) instead of an out-of-memory kill (default: none)")
     serve.add_argument("--graceful-timeout-seconds", type=float,
                        default=float(_environment("GRACEFUL_TIMEOUT_SECONDS", "20")),
                        help="on shutdown, how long in-flight reviews may finish (default 20)")

@@ -50,6 +50,11 @@ class Settings(BaseModel):
     shutdown_delay_seconds: float = Field(default=0.0, ge=0, le=300)
     graceful_timeout_seconds: float = Field(default=20.0, ge=0, le=600)
     certificate_check_seconds: float = Field(default=2.0, gt=0, le=3600)
+    # Evaluating one request's policies stops here (0: no deadline); see webhook.policies.deadline.
+    evaluation_deadline_seconds: float = Field(default=1.0, ge=0, le=30)
+    # RLIMIT_DATA per serving process: a policy that allocates past it gets MemoryError (a fault) instead
+    # of the process being killed; None: no limit.
+    memory_limit_mb: int | None = Field(default=None, ge=128)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:

@@ -24,6 +24,7 @@ from webhook.events.model import event_source
 from webhook.events.service import EventDeliverer, EventRecorder, EventSettings
 from webhook.events.telemetry import OutboxCollector
 from webhook.metrics import Metrics
+from webhook.policies import deadline
 from webhook.policies.cel import make_engine
 from webhook.policies.compiled import Phase, PolicySet
 from webhook.policies.store import LoadStatus, PolicyStore
@@ -101,6 +102,9 @@ def create_app(settings: Settings) -> FastAPI:
         watching_certificates = asyncio.create_task(_watch_certificates(certificates, metrics, settings, stop))
         with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):  # main thread only
             asyncio.get_running_loop().add_signal_handler(DRAIN_SIGNAL, DRAINING.set)
+        if not deadline.install() and settings.evaluation_deadline_seconds > 0:
+            log.warning("not in the main thread: policy evaluation has no deadline")
+        limit_memory(settings.memory_limit_mb)
         deliverer = None
         if settings.event_delivery == "inline":
             deliverer = EventDeliverer(event_settings)
@@ -154,7 +158,8 @@ def create_app(settings: Settings) -> FastAPI:
         if policy_set is None:
             return error_response(503, "ServiceUnavailable",
                                   "no policy set is loaded yet; see /readyz for the problems")
-        decision = admit(policy_set, parsed.request, raw, phase=phase, failure_policy=failure_policy)
+        decision = admit(policy_set, parsed.request, raw, phase=phase, failure_policy=failure_policy,
+                         deadline_seconds=settings.evaluation_deadline_seconds)
         for result in decision.results:
             if result.faults:
                 metrics.policy_errors.labels(result.policy.name).inc()
@@ -238,6 +243,20 @@ def event_settings_from(settings: Settings) -> EventSettings:
         source=event_source(cluster=settings.cluster_name, server=settings.server_name),
         max_backlog=settings.outbox_max_backlog, lease_seconds=settings.delivery_lease_seconds,
         drain_seconds=settings.drain_seconds)
+
+
+def limit_memory(megabytes: int | None) -> None:
+    """RLIMIT_DATA for this process: past it allocations fail with MemoryError (a policy fault)."""
+    if megabytes is None:
+        return
+    import resource
+
+    limit = megabytes * 1024 * 1024
+    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
+    log.info("memory limit (RLIMIT_DATA) %d MiB", limit // (1024 * 1024))
 
 
 async def _watch_certificates(watcher: CertificateWatcher, metrics: Metrics, settings: Settings,

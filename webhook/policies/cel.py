@@ -152,11 +152,13 @@ class CelExprEngine:
         from cel_expr_python import cel
         from cel_expr_python.ext import ext_bindings, ext_math, ext_optional, ext_strings
 
+        from webhook.policies.k8s_library import cel_expr_extension
+
         self._cel = cel
         self._env = cel.NewEnv(
             variables={name: cel.Type.DYN for name in (*VARIABLE_NAMES, PARAMS_BY_POLICY)},
             extensions=[ext_strings.ExtStrings(), ext_optional.ExtOptional(), ext_bindings.ExtBindings(),
-                        ext_math.ExtMath()],
+                        ext_math.ExtMath(), cel_expr_extension(cel)],
         )
         self._compatible = {
             "bool": (cel.Type.BOOL, cel.Type.DYN),
@@ -168,6 +170,8 @@ class CelExprEngine:
     def compile(self, source: str, *, expect: ExpectedType, scope: PolicyScope | None = None) -> Program:
         expression = self._compile(source)
         self._check_type(expression, expect)
+        if "find" in source:  # find and findAll run on Python's re: refuse a literal pattern it cannot match as RE2
+            _check_regex_literals(source, frozenset({"find", "findAll"}))
         if scope is not None and (scope.params_key is not None or referenced_variables(source)):
             closed = closed_source(source, scope)
             if len(closed) > MAX_CLOSED_SOURCE:
@@ -211,6 +215,22 @@ class CelExprEngine:
 
     def to_plain(self, value: Any) -> Any:
         return value
+
+
+def _check_regex_literals(source: str, names: frozenset[str]) -> None:
+    """Refuse a literal pattern of `names` that the library's regex engine cannot match as RE2 does."""
+    import celpy
+    from celpy.celparser import CELParseError
+
+    from webhook.policies.celpy_library import regex_literal_error
+
+    try:
+        tree = celpy.Environment().compile(source)
+    except CELParseError:  # syntax cel-python cannot read (optional types): the pattern is checked at run time
+        return
+    error = regex_literal_error(tree, names)
+    if error:
+        raise CelCompileError(error)
 
 
 # --- cel-python -------------------------------------------------------------------------------------
@@ -258,15 +278,20 @@ class CelpyEngine:
         try:
             tree = self._env.compile(source)
         except CELParseError as error:
+            if ".?" in source or "[?" in source:
+                raise CelCompileError("the cel-python engine has no optional types (?. and [?]); use --cel-engine "
+                                      "cel-expr-python or rewrite the expression") from error
             first_line = str(error.args[0]).splitlines()[0] if error.args else "syntax error"
             message = f"Syntax error near {first_line.strip()!r}"
             raise CelCompileError(message, line=error.line or 1, column=error.column or 1) from error
-        from webhook.policies.celpy_library import FUNCTIONS, unknown_functions
+        from webhook.policies.celpy_library import FUNCTIONS, prepare, regex_literal_error
 
-        unknown = unknown_functions(tree)
-        if unknown:
-            raise CelCompileError(f"the cel-python engine has no function {', '.join(unknown)}; "
-                                  "use --cel-engine cel-expr-python or rewrite the expression")
+        refused = prepare(tree)
+        if refused:
+            raise CelCompileError(f"{refused}; use --cel-engine cel-expr-python or rewrite the expression")
+        regex_error = regex_literal_error(tree, frozenset({"find", "findAll", "matches"}))
+        if regex_error:
+            raise CelCompileError(regex_error)
         return _CelpyProgram(source, self._env.program(tree, functions=FUNCTIONS), expect, self)
 
     def prepare(self, value: Any) -> Any:

@@ -172,6 +172,7 @@ class Evaluator:
         self._bindings: tuple[int, dict[str, Any]] | None = None
         self._shared: tuple[int, Any] | None = None
         self._resolutions: dict[int, Resolution] = {}
+        self.completed: list[PolicyResult] = []  # in order; what survives a deadline that cuts evaluation short
 
     def base_bindings(self, obj: Any) -> dict[str, Any]:
         """The request-level bindings, prepared once per version of the object."""
@@ -213,24 +214,25 @@ class Evaluator:
         return self._shared[1]
 
     def validate(self, policies: Sequence[CompiledPolicy]) -> list[PolicyResult]:
-        return [self._validate_one(policy) for policy in policies]
+        for policy in policies:
+            self.completed.append(self._validate_one(policy))
+        return list(self.completed)
 
     def mutate(self, policies: Sequence[CompiledPolicy]) -> tuple[list[PolicyResult], Any]:
         """Mutations in policy order, each policy seeing the object as the previous ones left it. Policies
         with reinvocationPolicy IfNeeded run once more at the end when a later policy changed the object
         after them (the API server would reinvoke the webhook; within one call this is as close as it gets)."""
         current = self.context.object
-        results = []
         after: list[tuple[CompiledPolicy, Any]] = []
         for policy in policies:
             result, current = self._mutate_one(policy, current)
-            results.append(result)
+            self.completed.append(result)
             after.append((policy, current))
         for policy, seen in after:
             if policy.reinvoke and current is not seen and current != seen:
                 result, current = self._mutate_one(policy, current)
-                results.append(result)
-        return results, current
+                self.completed.append(result)
+        return list(self.completed), current
 
     # --- one policy ----------------------------------------------------------------------------------
 
