@@ -233,6 +233,25 @@ def _check_regex_literals(source: str, names: frozenset[str]) -> None:
         raise CelCompileError(error)
 
 
+_MACRO_CALL = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(")
+
+
+def comprehension_depth(source: str, *, at_least: int) -> int:
+    """How deeply comprehensions nest in `source` (0 when it cannot be parsed here, or when a quick count shows
+    fewer than `at_least` of them; parsing costs milliseconds, so it is done only when it can matter)."""
+    if len(_MACRO_CALL.findall(source)) < at_least:
+        return 0
+    import celpy
+    from celpy.celparser import CELParseError
+
+    from webhook.policies.celpy_library import comprehension_depth as depth
+
+    try:
+        return depth(celpy.Environment().compile(source))
+    except CELParseError:
+        return 0
+
+
 # --- cel-python -------------------------------------------------------------------------------------
 
 

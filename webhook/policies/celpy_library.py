@@ -372,3 +372,15 @@ def unknown_functions(tree: Any) -> list[str]:
         if found is not None and found[0] not in KNOWN_NAMES and found[0] not in names:
             names.append(found[0])
     return names
+
+
+_COMPREHENSIONS = frozenset({"all", "exists", "exists_one", "map", "filter"})
+
+
+def comprehension_depth(tree: Any) -> int:
+    """How deeply comprehension macros (all, exists, exists_one, map, filter) nest in a parsed expression."""
+    if not isinstance(tree, lark.Tree):
+        return 0
+    inner = max((comprehension_depth(child) for child in tree.children), default=0)
+    found = _call_name(tree)
+    return inner + 1 if found is not None and found[0] in _COMPREHENSIONS and tree.data == "member_dot_arg" else inner

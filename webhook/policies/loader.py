@@ -17,7 +17,15 @@ from pydantic import ValidationError
 
 from webhook.authoring import POLICY_MARK, PythonPolicySpec
 from webhook.errors import PolicyLoadError, SourceProblem
-from webhook.policies.cel import CelCompileError, Engine, ExpectedType, PolicyScope, Program, referenced_variables
+from webhook.policies.cel import (
+    CelCompileError,
+    Engine,
+    ExpectedType,
+    PolicyScope,
+    Program,
+    comprehension_depth,
+    referenced_variables,
+)
 from webhook.policies.compiled import (
     CompiledMutation,
     CompiledPolicy,
@@ -33,6 +41,7 @@ from webhook.yamlsource import Document, FieldPath, parse_documents, validation_
 
 YAML_SUFFIXES = (".yaml", ".yml")
 MAX_EXPRESSION_LENGTH = 10_000
+MAX_COMPREHENSION_DEPTH = 3
 MAX_FILE_BYTES = 4 * 1024 * 1024
 _REASON_DEFAULT = "Forbidden"
 _AUTHORIZER = re.compile(r"(?<![.\w])authorizer\b")
@@ -93,6 +102,12 @@ class _Compiler:
             self.problems.append(document.problem(path, (
                 f"variables.{undefined[0]} is not defined (variables can use only the variables defined "
                 "before them)")))
+            return None
+        depth = comprehension_depth(source, at_least=MAX_COMPREHENSION_DEPTH + 1)
+        if depth > MAX_COMPREHENSION_DEPTH:
+            self.problems.append(document.problem(path, (
+                f"comprehensions (all, exists, map, filter ...) nest {depth} deep; the limit is "
+                f"{MAX_COMPREHENSION_DEPTH}, because each level multiplies the work by a list's length")))
             return None
         if _AUTHORIZER.search(source):
             self.problems.append(document.problem(path, (
