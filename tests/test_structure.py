@@ -30,6 +30,7 @@ LAYERS = [
      "webhook.policies.k8s_quantity",
      "webhook.policies.k8s_text", "webhook.policies.k8s_network", "webhook.policies.k8s_values",
      "webhook.certs", "webhook.config", "webhook.metrics", "webhook", "webhook.authoring", "webhook.yamlsource"},
+    {"webhook.state"},
     {"webhook.errors", "webhook.policies"},
 ]
 
@@ -68,8 +69,9 @@ def test_imports_point_down_the_layers() -> None:
 
 def test_public_api_is_exported() -> None:
     assert sorted(webhook.__all__) == sorted(
-        ["AdmissionRequest", "Allow", "Audit", "Deny", "GroupVersionKind", "GroupVersionResource", "Patch",
-         "UserInfo", "Warn", "allow", "audit", "deny", "mutating", "patch", "validating", "warn"])
+        ["AdmissionRequest", "Allow", "Audit", "ClusterUnavailable", "Deny", "GroupVersionKind",
+         "GroupVersionResource", "Patch", "UserInfo", "Warn", "allow", "audit", "deny", "mutating", "patch",
+         "validating", "warn"])
     for name in webhook.__all__:
         assert getattr(webhook, name) is not None
 

@@ -21,11 +21,13 @@ from webhook.authoring import (
     validating,
     warn,
 )
+from webhook.state import ClusterUnavailable
 
 __all__ = [
     "AdmissionRequest",
     "Allow",
     "Audit",
+    "ClusterUnavailable",
     "Deny",
     "GroupVersionKind",
     "GroupVersionResource",

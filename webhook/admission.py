@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import time
 from typing import Any
@@ -20,11 +21,13 @@ from webhook.policies.evaluation import (
 )
 from webhook.policies.matching import ResourceKey
 from webhook.reviews import AdmissionRequest
+from webhook.state import EMPTY, ClusterState
 
 log = logging.getLogger("webhook.admission")
 
 
-def request_context(policy_set: PolicySet, request: AdmissionRequest, raw: dict[str, Any]) -> RequestContext:
+def request_context(policy_set: PolicySet, request: AdmissionRequest, raw: dict[str, Any], *,
+                    cluster: ClusterState = EMPTY, now: datetime.datetime | None = None) -> RequestContext:
     """Everything evaluation needs, built once per request."""
     request_resource = request.requestResource or request.resource
     key = ResourceKey(
@@ -36,7 +39,7 @@ def request_context(policy_set: PolicySet, request: AdmissionRequest, raw: dict[
         request_sub_resource=request.requestSubResource if request.requestResource else request.subResource,
         namespaced=bool(request.namespace),
     )
-    namespace_object, _ = namespace_context(policy_set, request.namespace)
+    namespace_object, _ = namespace_context(policy_set, request.namespace, cluster)
     cel_request = {k: v for k, v in raw.items() if k not in ("object", "oldObject")}
     user = request.userInfo
     return RequestContext(
@@ -44,6 +47,7 @@ def request_context(policy_set: PolicySet, request: AdmissionRequest, raw: dict[
         namespace=request.namespace, object=request.object, old_object=request.oldObject, request=cel_request,
         namespace_object=namespace_object, dry_run=request.dryRun,
         user_info=authoring.UserInfo(user.username, user.uid, tuple(user.groups), dict(user.extra)),
+        cluster=cluster, now=now,
     )
 
 
@@ -54,12 +58,13 @@ def _name_of(obj: Any) -> str:
 
 
 def admit(policy_set: PolicySet, request: AdmissionRequest, raw: dict[str, Any], *, phase: Phase,
-          failure_policy: str | None = None, deadline_seconds: float = 0.0) -> Decision:
+          failure_policy: str | None = None, deadline_seconds: float = 0.0, cluster: ClusterState = EMPTY,
+          now: datetime.datetime | None = None) -> Decision:
     """The verdict of the policies of `phase` on one request (only those with `failure_policy`, when given:
     `webhook register` routes Fail and Ignore policies through two webhooks, each evaluating its own).
     Evaluation stops at `deadline_seconds` (see webhook.policies.deadline): the policy running then and those
     not yet run are faults under their own failurePolicy."""
-    context = request_context(policy_set, request, raw)
+    context = request_context(policy_set, request, raw, cluster=cluster, now=now)
     policies = matching_policies(policy_set, phase, context)
     if failure_policy is not None:
         policies = [policy for policy in policies if policy.failure_policy == failure_policy]

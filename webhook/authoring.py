@@ -7,9 +7,12 @@ None (allow), one result, or a list of results.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
+
+from webhook.state import EMPTY, ClusterState
 
 POLICY_MARK = "__webhook_policy__"
 Phase = Literal["validate", "mutate"]
@@ -57,6 +60,10 @@ class AdmissionRequest:
     params: Any
     namespace_object: Any
     options: Any = None
+    # The time of the decision (fixed by `webhook test` cases), and what is known of the cluster:
+    # `cluster.pods(namespace)`, `cluster.namespace(name)`; raises ClusterUnavailable when it cannot tell.
+    now: datetime.datetime = field(default_factory=lambda: datetime.datetime.now(datetime.UTC))
+    cluster: ClusterState = EMPTY
 
 
 @dataclass(frozen=True, slots=True)

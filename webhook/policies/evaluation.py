@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -20,6 +22,7 @@ from webhook.policies.matching import (
 )
 from webhook.policies.model import MatchResources
 from webhook.policies.params import ParamObject, Resolution
+from webhook.state import EMPTY, ClusterState, ClusterUnavailable
 
 Status = Literal["pass", "fail", "error"]
 
@@ -62,13 +65,23 @@ class RequestContext:
     namespace_object: Any
     dry_run: bool
     user_info: authoring.UserInfo
+    cluster: ClusterState = EMPTY
+    now: datetime.datetime | None = None  # None: the wall clock when a policy asks
 
 
-def namespace_context(policy_set: PolicySet, namespace: str) -> tuple[Any, dict[str, str] | None]:
-    """The namespace object and its labels from the loaded set, else what the API server always sets."""
+def namespace_context(policy_set: PolicySet, namespace: str, cluster: ClusterState = EMPTY
+                      ) -> tuple[Any, dict[str, str] | None]:
+    """The namespace object and its labels: from the cluster state, else the loaded set's Namespace objects,
+    else what the API server always sets (the name label). An unsynced cluster state falls back the same way;
+    policies that need more ask `cluster` themselves and get ClusterUnavailable."""
     if not namespace:
         return None, None
-    known = policy_set.namespaces.get(namespace)
+    known = None
+    if cluster.synced:
+        with contextlib.suppress(ClusterUnavailable):
+            known = cluster.namespace(namespace)
+    if known is None:
+        known = policy_set.namespaces.get(namespace)
     if known is not None:
         labels = labels_of(known) or {}
         return known, {NAMESPACE_NAME_LABEL: namespace, **labels}
@@ -382,6 +395,7 @@ class Evaluator:
             sub_resource=context.key.sub_resource, name=context.name, namespace=context.namespace,
             object=obj, old_object=context.old_object, user_info=context.user_info, dry_run=context.dry_run,
             params=params, namespace_object=context.namespace_object, options=request.get("options"),
+            now=context.now or datetime.datetime.now(datetime.UTC), cluster=context.cluster,
         )
 
     def _run_python(self, policy: CompiledPolicy, obj: Any, result: PolicyResult, *, phase: Phase) -> Any:
