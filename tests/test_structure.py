@@ -13,7 +13,7 @@ PACKAGE = Path(webhook.__file__).parent
 LAYERS = [
     {"webhook.cli", "webhook.__main__"},
     {"webhook.server"},
-    {"webhook.serving", "webhook.certtool", "webhook.registration"},
+    {"webhook.serving", "webhook.certtool", "webhook.registration", "webhook.testing"},
     {"webhook.admission"},
     {"webhook.events.service"},
     {"webhook.events.delivery"},
@@ -71,7 +71,7 @@ def test_public_api_is_exported() -> None:
     assert sorted(webhook.__all__) == sorted(
         ["AdmissionRequest", "Allow", "Audit", "ClusterUnavailable", "Deny", "GroupVersionKind",
          "GroupVersionResource", "Patch", "UserInfo", "Warn", "allow", "audit", "deny", "mutating", "patch",
-         "validating", "warn"])
+         "pod_metadata", "pod_spec", "pod_spec_path", "validating", "warn"])
     for name in webhook.__all__:
         assert getattr(webhook, name) is not None
 

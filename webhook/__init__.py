@@ -18,6 +18,9 @@ from webhook.authoring import (
     deny,
     mutating,
     patch,
+    pod_metadata,
+    pod_spec,
+    pod_spec_path,
     validating,
     warn,
 )
@@ -39,6 +42,9 @@ __all__ = [
     "deny",
     "mutating",
     "patch",
+    "pod_metadata",
+    "pod_spec",
+    "pod_spec_path",
     "validating",
     "warn",
 ]

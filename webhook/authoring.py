@@ -136,17 +136,58 @@ class PythonPolicySpec:
     params: Any
 
 
+# --- pod templates: one policy for Pods and every workload that makes them ------------------------------
+
+WORKLOAD_RULES = (("apps", ("deployments", "statefulsets", "daemonsets", "replicasets")),
+                  ("batch", ("jobs", "cronjobs")))
+
+
+def pod_templates_rules(operations: Sequence[str]) -> list[dict[str, Any]]:
+    """Resource rules for the workload kinds that carry a pod template, with these operations."""
+    return [{"apiGroups": [group], "apiVersions": ["v1"], "operations": list(operations), "resources": list(kinds)}
+            for group, kinds in WORKLOAD_RULES]
+
+
+def pod_spec_path(obj: Any) -> str:
+    """The JSON Pointer of the pod spec in a Pod or a workload: `/spec`, `/spec/template/spec`, or
+    `/spec/jobTemplate/spec/template/spec` (CronJob)."""
+    kind = obj.get("kind") if isinstance(obj, dict) else None
+    if kind == "Pod":
+        return "/spec"
+    if kind == "CronJob":
+        return "/spec/jobTemplate/spec/template/spec"
+    return "/spec/template/spec"
+
+
+def _at(obj: Any, pointer: str) -> Any:
+    for part in pointer.strip("/").split("/"):
+        obj = obj.get(part) if isinstance(obj, dict) else None
+    return obj
+
+
+def pod_spec(obj: Any) -> Any:
+    """The pod spec of a Pod or of a workload's pod template (None when there is none)."""
+    return _at(obj, pod_spec_path(obj))
+
+
+def pod_metadata(obj: Any) -> Any:
+    """The metadata of a Pod or of a workload's pod template ({} when the template has none)."""
+    if isinstance(obj, dict) and obj.get("kind") == "Pod":
+        return obj.get("metadata") or {}
+    return _at(obj, pod_spec_path(obj).removesuffix("/spec") + "/metadata") or {}
+
+
 def _marker(phase: Phase, *, name: str | None, resources: Sequence[str], api_groups: Sequence[str],
             api_versions: Sequence[str], operations: Sequence[str],
             namespace_selector: Mapping[str, Any] | None, object_selector: Mapping[str, Any] | None,
-            failure_policy: FailurePolicy, params: Any) -> Callable[[F], F]:
+            failure_policy: FailurePolicy, params: Any, pod_templates: bool = False) -> Callable[[F], F]:
     match: dict[str, Any] = {
         "resourceRules": [{
             "apiGroups": list(api_groups),
             "apiVersions": list(api_versions),
             "operations": list(operations),
             "resources": list(resources),
-        }],
+        }, *(pod_templates_rules(operations) if pod_templates else [])],
     }
     if namespace_selector:
         match["namespaceSelector"] = dict(namespace_selector)
@@ -164,19 +205,26 @@ def validating(name: str | None = None, *, resources: Sequence[str], api_groups:
                api_versions: Sequence[str] = ("*",), operations: Sequence[str] = ("CREATE", "UPDATE"),
                namespace_selector: Mapping[str, Any] | None = None,
                object_selector: Mapping[str, Any] | None = None,
-               failure_policy: FailurePolicy = "Fail", params: Any = None) -> Callable[[F], F]:
-    """Mark a function as a validating policy (called on /validate). Name defaults to the function's."""
+               failure_policy: FailurePolicy = "Fail", params: Any = None,
+               pod_templates: bool = False) -> Callable[[F], F]:
+    """Mark a function as a validating policy (called on /validate). Name defaults to the function's.
+    With `pod_templates=True` it also gets the Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs and
+    CronJobs whose pods the rules would match; use `pod_spec(request.object)` to reach the pod spec."""
     return _marker("validate", name=name, resources=resources, api_groups=api_groups,
                    api_versions=api_versions, operations=operations, namespace_selector=namespace_selector,
-                   object_selector=object_selector, failure_policy=failure_policy, params=params)
+                   object_selector=object_selector, failure_policy=failure_policy, params=params,
+                   pod_templates=pod_templates)
 
 
 def mutating(name: str | None = None, *, resources: Sequence[str], api_groups: Sequence[str] = ("*",),
              api_versions: Sequence[str] = ("*",), operations: Sequence[str] = ("CREATE", "UPDATE"),
              namespace_selector: Mapping[str, Any] | None = None,
              object_selector: Mapping[str, Any] | None = None,
-             failure_policy: FailurePolicy = "Fail", params: Any = None) -> Callable[[F], F]:
-    """Mark a function as a mutating policy (called on /mutate; may return patch(...))."""
+             failure_policy: FailurePolicy = "Fail", params: Any = None,
+             pod_templates: bool = False) -> Callable[[F], F]:
+    """Mark a function as a mutating policy (called on /mutate; may return patch(...)). With
+    `pod_templates=True`, as for `validating`; patch paths start at `pod_spec_path(request.object)`."""
     return _marker("mutate", name=name, resources=resources, api_groups=api_groups,
                    api_versions=api_versions, operations=operations, namespace_selector=namespace_selector,
-                   object_selector=object_selector, failure_policy=failure_policy, params=params)
+                   object_selector=object_selector, failure_policy=failure_policy, params=params,
+                   pod_templates=pod_templates)

@@ -153,6 +153,13 @@ def _parser() -> argparse.ArgumentParser:
     register.add_argument("--kubeconfig", help="default: in-cluster config, then ~/.kube/config")
     register.add_argument("--context")
 
+    test = commands.add_parser("test", help="run the PolicyTest cases in a policy directory (or one test file)")
+    test.add_argument("path", type=Path, help="a policy directory (its tests and its policies) or a test file")
+    test.add_argument("--policies", type=Path, default=None,
+                      help="the policy directory (default: PATH, or the test file's directory)")
+    test.add_argument("--cel-engine", choices=ENGINE_NAMES, default=_environment("CEL_ENGINE", "cel-expr-python"))
+    test.add_argument("--output", choices=("table", "json"), default="table")
+
     lint = commands.add_parser("lint", help="load a policy directory and print its problems as path:line:column")
     lint.add_argument("directory", type=Path)
     lint.add_argument("--cel-engine", choices=ENGINE_NAMES, default="cel-expr-python")
@@ -429,6 +436,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _certs(arguments)
     if arguments.command == "register":
         return _register(arguments)
+    if arguments.command == "test":
+        from webhook.testing import command
+
+        return command(arguments.path, policies=arguments.policies, engine=make_engine(arguments.cel_engine),
+                       output=arguments.output)
     return _lint(arguments)
 
 

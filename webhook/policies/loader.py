@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from webhook.authoring import POLICY_MARK, PythonPolicySpec
+from webhook.authoring import POLICY_MARK, PythonPolicySpec, pod_templates_rules
 from webhook.errors import PolicyLoadError, SourceProblem
 from webhook.policies.cel import (
     CelCompileError,
@@ -34,7 +34,15 @@ from webhook.policies.compiled import (
     PolicySet,
 )
 from webhook.policies.matching import uses_resource_names
-from webhook.policies.model import POLICY_API_VERSION, MatchResources, ObjectMeta, PolicyDocument
+from webhook.policies.model import (
+    POLICY_API_VERSION,
+    MatchResources,
+    ObjectMeta,
+    PolicyDocument,
+    PolicySpec,
+    RuleWithOperations,
+    Variable,
+)
 from webhook.policies.native import MODELS, NativeDocuments, is_native, rewrite_object_literals, with_defaults
 from webhook.policies.params import ParamStore
 from webhook.yamlsource import Document, FieldPath, parse_documents, validation_problems
@@ -44,14 +52,29 @@ MAX_EXPRESSION_LENGTH = 10_000
 MAX_COMPREHENSION_DEPTH = 3
 MAX_FILE_BYTES = 4 * 1024 * 1024
 _REASON_DEFAULT = "Forbidden"
+_KIND = "request.kind.kind"
+# What `podTemplates: true` defines, before the policy's own variables (lazily evaluated: unused costs nothing).
+POD_TEMPLATE_VARIABLES = {
+    "podSpecPath": (f"{_KIND} == 'Pod' ? '/spec' : {_KIND} == 'CronJob' ? "
+                    "'/spec/jobTemplate/spec/template/spec' : '/spec/template/spec'"),
+    "podSpec": (f"{_KIND} == 'Pod' ? object.spec : {_KIND} == 'CronJob' ? "
+                "object.spec.jobTemplate.spec.template.spec : object.spec.template.spec"),
+    "oldPodSpec": (f"{_KIND} == 'Pod' ? oldObject.spec : {_KIND} == 'CronJob' ? "
+                   "oldObject.spec.jobTemplate.spec.template.spec : oldObject.spec.template.spec"),
+    "podMetadata": (f"{_KIND} == 'Pod' ? object.metadata : {_KIND} == 'CronJob' ? "
+                    "(has(object.spec.jobTemplate.spec.template.metadata) ? "
+                    "object.spec.jobTemplate.spec.template.metadata : {}) : "
+                    "(has(object.spec.template.metadata) ? object.spec.template.metadata : {})"),
+}
 _AUTHORIZER = re.compile(r"(?<![.\w])authorizer\b")
 
 
 def policy_files(directory: Path) -> list[Path]:
-    """Policy files below `directory`, sorted; hidden entries (and ConfigMap `..data` dirs) are skipped."""
+    """Policy files below `directory`, sorted; hidden entries (and ConfigMap `..data` dirs) and names starting
+    with `_` (such as the `_resources/` folders that `webhook test` files read objects from) are skipped."""
     found: list[Path] = []
     for root, dirs, files in os.walk(directory, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))  # `_resources/`: test objects
         for name in sorted(files):
             if name.startswith((".", "_")):
                 continue
@@ -156,6 +179,8 @@ class _Compiler:
         if not isinstance(kind, str) or not isinstance(api_version, str):
             self.problems.append(document.problem((), "a document needs string fields apiVersion and kind"))
             return
+        if kind == "PolicyTest" and api_version == POLICY_API_VERSION:
+            return  # `webhook test` cases live next to the policies
         if kind == "Policy" and api_version == POLICY_API_VERSION:
             self.load_policy(document)
         elif is_native(api_version, kind):
@@ -184,9 +209,13 @@ class _Compiler:
         except ValidationError as error:
             self.problems.extend(validation_problems(document, error))
             return
-        spec = policy.spec
         name = policy.metadata.name
         before = len(self.problems)
+        spec: PolicySpec | None = policy.spec
+        if policy.spec.podTemplates:
+            spec = self.with_pod_templates(document, policy.spec)
+        if spec is None:
+            return
         params_key = f"p{len(self.policies)}" if spec.params is not None else None
         definitions = {variable.name: variable.expression for variable in spec.variables}
         scope = PolicyScope(params_key, definitions)
@@ -246,6 +275,26 @@ class _Compiler:
             audit_annotations=tuple(annotations),
             mutations=tuple(m for m in mutations if m is not None),
         ))
+
+    def with_pod_templates(self, document: Document, spec: PolicySpec) -> PolicySpec | None:
+        """The spec with the workload rules and the pod template variables added (see POD_TEMPLATE_VARIABLES)."""
+        pod_rules = [r for r in spec.matchConstraints.resourceRules
+                     if ("" in r.apiGroups or "*" in r.apiGroups) and ("pods" in r.resources or "*" in r.resources)]
+        if not pod_rules:
+            self.problems.append(document.problem(("spec", "podTemplates"), (
+                "podTemplates: true needs a resource rule for pods (the workload rules follow its operations)")))
+            return None
+        taken = [v.name for v in spec.variables if v.name in POD_TEMPLATE_VARIABLES]
+        if taken:
+            self.problems.append(document.problem(("spec", "variables"), (
+                f"variable {taken[0]!r} is defined by podTemplates: true; rename yours")))
+            return None
+        operations = list(dict.fromkeys(op for rule in pod_rules for op in rule.operations))
+        rules = [*spec.matchConstraints.resourceRules,
+                 *(RuleWithOperations.model_validate(rule) for rule in pod_templates_rules(operations))]
+        match = spec.matchConstraints.model_copy(update={"resourceRules": rules})
+        variables = [Variable(name=n, expression=e) for n, e in POD_TEMPLATE_VARIABLES.items()]
+        return spec.model_copy(update={"matchConstraints": match, "variables": [*variables, *spec.variables]})
 
     def compile_mutation(self, document: Document, index: int, mutation: Any,
                          scope: PolicyScope) -> CompiledMutation | None:

@@ -190,6 +190,9 @@ class ObjectMeta(Model):
 
 
 class PolicySpec(Model):
+    # True: the policy also applies to the pod templates of Deployments, StatefulSets, DaemonSets,
+    # ReplicaSets, Jobs and CronJobs, with variables podSpec, podMetadata, oldPodSpec and podSpecPath.
+    podTemplates: bool = False
     failurePolicy: Literal["Fail", "Ignore"] = "Fail"
     validationActions: Annotated[list[Literal["Deny", "Warn", "Audit"]], Field(min_length=1)] = ["Deny"]
     matchConstraints: MatchResources
