@@ -445,3 +445,9 @@ def test_library_errors_inside_a_condition_are_evaluation_errors(engine: Engine)
     assert evaluate(engine, "isQuantity('x') || quantity('1').isInteger()") is True
     with pytest.raises(CelEvaluationError, match="cannot convert value to integer"):
         evaluate(engine, "quantity('0.5').asInteger() > 0")
+
+
+def test_three_argument_map_works_on_cel_expr_python_and_is_refused_on_cel_python() -> None:
+    assert evaluate(make_engine("cel-expr-python"), "[1, 2, 3].map(x, x > 1, x * 10)") == [20, 30]
+    with pytest.raises(CelCompileError, match=r"no three-argument map\(x, condition, transform\)"):
+        make_engine("cel-python").compile("[1, 2, 3].map(x, x > 1, x * 10)", expect="any")

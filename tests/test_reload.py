@@ -113,3 +113,13 @@ def test_broken_directory_at_start_is_not_ready(tmp_path: Path, cert_dir: Path) 
         (directory / "team.yaml").write_text(policy(message="now good"))
         wait_for(lambda: server.client.get("/readyz").status_code == 200, what="first good load")
         assert _message(server) == "team-label: now good"
+
+
+def test_fingerprint_follows_underscore_helpers(tmp_path: Path) -> None:
+    """A `_helper.py` that policy modules import is not a policy file, but editing it must reload them."""
+    from webhook.policies.loader import fingerprint
+
+    (tmp_path / "_helper.py").write_text("LIMIT = 1\n")
+    before = fingerprint(tmp_path)
+    (tmp_path / "_helper.py").write_text("LIMIT = 22\n")
+    assert fingerprint(tmp_path) != before

@@ -9,8 +9,9 @@ kind, returned or raised, come out as `CelEvaluationError`.
 
 from __future__ import annotations
 
+import contextvars
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -20,7 +21,6 @@ ExpectedType = Literal["bool", "string", "list", "any"]
 # Every name an expression can refer to, as in the Kubernetes API server.
 VARIABLE_NAMES = ("object", "oldObject", "request", "params", "namespaceObject", "variables")
 PARAMS_BY_POLICY = "__params"  # the shared activation's map from a policy's params key to its params
-MAX_CLOSED_SOURCE = 64 * 1024
 _MAX_MESSAGE = 500
 _VARIABLE_REFERENCE = re.compile(r"\bvariables\.([_a-zA-Z][_a-zA-Z0-9]*)")
 
@@ -38,25 +38,70 @@ def referenced_variables(source: str) -> list[str]:
     return list(dict.fromkeys(_VARIABLE_REFERENCE.findall(source)))
 
 
+LAZY_FUNCTION = "__variable"
+_STATUS_PREFIX = re.compile(r"\b(?:UNKNOWN|INVALID_ARGUMENT|NOT_FOUND|INTERNAL|FAILED_PRECONDITION|OUT_OF_RANGE|"
+                            r"UNIMPLEMENTED|RESOURCE_EXHAUSTED): ")
+
+
+def _outside_strings(source: str, replace: Callable[[str], str]) -> str:
+    """Apply `replace` to the parts of a CEL source outside string literals."""
+    out, start, index = [], 0, 0
+    while index < len(source):
+        char = source[index]
+        if char in "'\"":
+            out.append(replace(source[start:index]))
+            quote = source[index] * 3 if source.startswith(source[index] * 3, index) else source[index]
+            end = index + len(quote)
+            while end < len(source) and not source.startswith(quote, end):
+                end += 2 if source[end] == "\\" else 1
+            end = min(end + len(quote), len(source))
+            out.append(source[index:end])
+            start = index = end
+            continue
+        index += 1
+    out.append(replace(source[start:]))
+    return "".join(out)
+
+
 def closed_source(source: str, scope: PolicyScope) -> str:
-    """`source` with its params and the variables it uses bound in place, for one shared activation.
+    """`source` for one shared activation: its params bound in place, and each `variables.NAME` a call that
+    evaluates the variable when (and only when) evaluation reaches it, once per policy run, as the API
+    server's lazy variables behave (an error reaches only the expressions that reach the variable)."""
 
-    A variable is inlined where it is used, so it is evaluated only when used (and its error reaches only
-    the expressions that use it), as the API server's lazy variables behave.
-    """
+    def substitute(text: str) -> str:
+        text = _HAS_VARIABLE.sub(lambda m: "true" if m.group(1) in scope.variables else "false", text)
+        return _VARIABLE_REFERENCE.sub(lambda m: f"{LAZY_FUNCTION}('{m.group(1)}')", text)
 
-    def close(text: str, defined: list[str]) -> str:
-        used = [name for name in referenced_variables(text) if name in defined]
-        if not used:
-            return f"(\n{text}\n)"
-        bound = ", ".join(f"'{name}': {close(scope.variables[name], defined[: defined.index(name)])}"
-                          for name in used)
-        return f"cel.bind(variables, {{{bound}}}, (\n{text}\n))"
-
-    closed = close(source, list(scope.variables))
+    closed = _outside_strings(source, substitute)
     if scope.params_key is not None:
-        closed = f"cel.bind(params, {PARAMS_BY_POLICY}['{scope.params_key}'], {closed})"
+        closed = f"cel.bind(params, {PARAMS_BY_POLICY}['{scope.params_key}'], (\n{closed}\n))"
     return closed
+
+
+_HAS_VARIABLE = re.compile(r"\bhas\(\s*variables\.([_a-zA-Z][_a-zA-Z0-9]*)\s*\)")
+# The policy run whose variables `__variable(name)` evaluates: (activation, memo, programs by name).
+_LAZY: contextvars.ContextVar[tuple[Any, dict[str, tuple[Any, str | None]], Mapping[str, Any]] | None] = \
+    contextvars.ContextVar("webhook_cel_variables", default=None)
+
+
+def _lazy_variable(name: str) -> Any:
+    state = _LAZY.get()
+    if state is None:
+        raise RuntimeError("variables are only available while a policy is evaluated")
+    activation, memo, programs = state
+    if name not in memo:
+        program = programs.get(name)
+        if program is None:
+            raise RuntimeError(f"no such key: {name}")
+        value = program.expression.eval(activation)
+        if value.type() == program.error_type:
+            memo[name] = (None, f"variables.{name}: {_STATUS_PREFIX.sub('', str(value.value()))}")
+        else:
+            memo[name] = (value.plain_value(), None)
+    result, error = memo[name]
+    if error is not None:
+        raise RuntimeError(error)
+    return result
 
 
 class CelCompileError(Exception):
@@ -103,6 +148,16 @@ class Engine(Protocol):
         """The `variables` binding from evaluated (engine-native) variable values."""
         ...
 
+    def lazy_variables(self, compute: Callable[[str], Any]) -> Any:
+        """A `variables` binding whose entries are computed on first access by `compute(name)` (which raises
+        CelEvaluationError for a failed variable); only for engines that do not share activations."""
+        ...
+
+    def evaluate_with_variables(self, program: Program, activation: Any, variables: Mapping[str, Program],
+                                memo: dict[str, tuple[Any, str | None]]) -> Any:
+        """Evaluate a program of a shared activation, its variables reached lazily (shares_activation only)."""
+        ...
+
 
 def _shorten(message: str) -> str:
     message = " ".join(message.split())
@@ -134,9 +189,9 @@ class _ExprProgram:
         try:
             value = self.expression.eval(activation)
         except Exception as error:  # the binding raises for failures inside custom functions
-            raise CelEvaluationError(_shorten(str(error))) from error
+            raise CelEvaluationError(_shorten(_STATUS_PREFIX.sub("", str(error)))) from error
         if value.type() == self.error_type:
-            raise CelEvaluationError(_shorten(str(value.value())))
+            raise CelEvaluationError(_shorten(_STATUS_PREFIX.sub("", str(value.value()))))
         plain = value.plain_value()
         _check_plain_type(plain, self.expect, self.source)
         return plain
@@ -159,6 +214,8 @@ class CelExprEngine:
             variables={name: cel.Type.DYN for name in (*VARIABLE_NAMES, PARAMS_BY_POLICY)},
             extensions=[ext_strings.ExtStrings(), ext_optional.ExtOptional(), ext_bindings.ExtBindings(),
                         ext_math.ExtMath(), cel_expr_extension(cel)],
+            functions=[cel.FunctionDecl(LAZY_FUNCTION, [cel.Overload(
+                f"{LAZY_FUNCTION}_string", cel.Type.DYN, [cel.Type.STRING], impl=_lazy_variable)])],
         )
         self._compatible = {
             "bool": (cel.Type.BOOL, cel.Type.DYN),
@@ -174,9 +231,6 @@ class CelExprEngine:
             _check_regex_literals(source, frozenset({"find", "findAll"}))
         if scope is not None and (scope.params_key is not None or referenced_variables(source)):
             closed = closed_source(source, scope)
-            if len(closed) > MAX_CLOSED_SOURCE:
-                raise CelCompileError(f"with its variables inlined the expression is {len(closed)} characters "
-                                      f"long; the limit is {MAX_CLOSED_SOURCE} (variables nest too deeply)")
             try:
                 expression = self._compile(closed)
             except CelCompileError as error:  # positions in the closed text mean nothing to the author
@@ -212,6 +266,18 @@ class CelExprEngine:
 
     def bind_variables(self, values: Mapping[str, Any]) -> Any:
         return dict(values)
+
+    def lazy_variables(self, compute: Callable[[str], Any]) -> Any:
+        raise NotImplementedError("cel-expr-python reaches variables through __variable (see closed_source)")
+
+    def evaluate_with_variables(self, program: Program, activation: Any, variables: Mapping[str, Program],
+                                memo: dict[str, tuple[Any, str | None]]) -> Any:
+        """Evaluate `program` where `variables.NAME` means `variables[NAME]`, evaluated lazily into `memo`."""
+        token = _LAZY.set((activation, memo, variables))
+        try:
+            return program.evaluate(activation)
+        finally:
+            _LAZY.reset(token)
 
     def to_plain(self, value: Any) -> Any:
         return value
@@ -339,6 +405,27 @@ class CelpyEngine:
 
     def bind_variables(self, values: Mapping[str, Any]) -> Any:
         return self._types.MapType({self._types.StringType(k): v for k, v in values.items()})
+
+    def lazy_variables(self, compute: Callable[[str], Any]) -> Any:
+        from celpy.evaluation import CELEvalError
+
+        types = self._types
+
+        class LazyVariables(types.MapType):  # type: ignore[misc, name-defined]
+            """celpy reads `variables.NAME` with __getitem__: compute it then; a failure is an error value,
+            which celpy propagates only where the value is used."""
+
+            def __getitem__(self, key: Any) -> Any:
+                try:
+                    return compute(str(key))
+                except CelEvaluationError as error:
+                    return CELEvalError(str(error), ValueError, None)
+
+        return LazyVariables({})
+
+    def evaluate_with_variables(self, program: Program, activation: Any, variables: Mapping[str, Program],
+                                memo: dict[str, tuple[Any, str | None]]) -> Any:
+        raise NotImplementedError("cel-python gives each policy run its own activation (see lazy_variables)")
 
     def to_plain(self, value: Any) -> Any:
         types = self._types

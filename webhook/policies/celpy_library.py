@@ -339,11 +339,20 @@ def prepare(tree: Any) -> str | None:
         found = _call_name(subtree)
         if found is not None and found[0] not in KNOWN_NAMES and found[0] not in unknown:
             unknown.append(found[0])
+        three_argument_map = found is not None and found[0] == "map" and _argument_count(subtree) == 3
+        if three_argument_map and subtree.data == "member_dot_arg":
+            return ("the cel-python engine has no three-argument map(x, condition, transform); write "
+                    ".filter(x, condition).map(x, transform)")
     if any(name in OPTIONAL_NAMES for name in unknown):
         return "the cel-python engine has no optional types (optional.of, orValue, hasValue, value, ?. and [?])"
     if unknown:
         return f"the cel-python engine has no function {', '.join(unknown)}"
     return None
+
+
+def _argument_count(call: Any) -> int:
+    arguments = call.children[2] if len(call.children) > 2 else None
+    return len(arguments.children) if isinstance(arguments, lark.Tree) else 0
 
 
 def regex_literal_error(tree: Any, names: frozenset[str]) -> str | None:
@@ -378,9 +387,12 @@ _COMPREHENSIONS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 
 
 def comprehension_depth(tree: Any) -> int:
-    """How deeply comprehension macros (all, exists, exists_one, map, filter) nest in a parsed expression."""
+    """How deeply comprehension macros (all, exists, exists_one, map, filter) nest in a parsed expression:
+    a macro inside another's body multiplies the work; a chain (`l.filter(...).map(...)`) only adds."""
     if not isinstance(tree, lark.Tree):
         return 0
-    inner = max((comprehension_depth(child) for child in tree.children), default=0)
     found = _call_name(tree)
-    return inner + 1 if found is not None and found[0] in _COMPREHENSIONS and tree.data == "member_dot_arg" else inner
+    if found is not None and found[0] in _COMPREHENSIONS and tree.data == "member_dot_arg":
+        receiver, body = tree.children[0], tree.children[2:]
+        return max(comprehension_depth(receiver), 1 + max((comprehension_depth(c) for c in body), default=0))
+    return max((comprehension_depth(child) for child in tree.children), default=0)

@@ -11,8 +11,8 @@ from typing import Any, Literal
 from webhook import authoring
 from webhook.patches import PatchError, PatchTestFailed, apply_operations, make_patch
 from webhook.policies.apply import merge
-from webhook.policies.cel import PARAMS_BY_POLICY, CelEvaluationError, Engine, Program, referenced_variables
-from webhook.policies.compiled import CompiledMutation, CompiledPolicy, CompiledVariable, Phase, PolicySet
+from webhook.policies.cel import PARAMS_BY_POLICY, CelEvaluationError, Engine, Program
+from webhook.policies.compiled import CompiledMutation, CompiledPolicy, Phase, PolicySet
 from webhook.policies.matching import (
     NAMESPACE_NAME_LABEL,
     ResourceKey,
@@ -114,59 +114,51 @@ def _selectors_match(match: MatchResources, context: RequestContext, namespace_l
 
 
 class _PolicyRun:
-    """cel-python: an activation of its own per policy, variables evaluated in order, errors kept per name."""
+    """cel-python: an activation of its own per policy; variables evaluated when first used (as the API
+    server's lazy variables: one used only in an untaken branch never runs, and a failed one faults only the
+    expressions that reach it)."""
 
     def __init__(self, engine: Engine, base: Mapping[str, Any], policy: CompiledPolicy, params: Any) -> None:
         self.engine = engine
-        self.base = {**base, "params": params}
+        self.programs = {variable.name: variable.program for variable in policy.variables}
         self.values: dict[str, Any] = {}
-        self.variable_errors: dict[str, str] = {}
-        self.activation = engine.activation({**self.base, "variables": engine.bind_variables({})})
-        for variable in policy.variables:
-            self._add_variable(variable)
+        self.errors: dict[str, str] = {}
+        self.activation = engine.activation({**base, "params": params,
+                                             "variables": engine.lazy_variables(self._variable)})
 
-    def _add_variable(self, variable: CompiledVariable) -> None:
-        failed = [name for name in variable.references if name in self.variable_errors]
-        if failed:
-            self.variable_errors[variable.name] = f"variables.{failed[0]}: {self.variable_errors[failed[0]]}"
-            return
-        try:
-            self.values[variable.name] = variable.program.evaluate(self.activation)
-        except CelEvaluationError as error:
-            self.variable_errors[variable.name] = str(error)
-            return
-        self.activation = self.engine.activation(
-            {**self.base, "variables": self.engine.bind_variables(self.values)})
+    def _variable(self, name: str) -> Any:
+        """The engine value of `variables.NAME`, computed once; raises CelEvaluationError."""
+        if name in self.values:
+            return self.values[name]
+        if name not in self.errors:
+            program = self.programs.get(name)
+            if program is None:
+                raise CelEvaluationError(f"no such key: {name}")
+            try:
+                self.values[name] = program.evaluate(self.activation)
+                return self.values[name]
+            except CelEvaluationError as error:
+                self.errors[name] = str(error)
+        raise CelEvaluationError(f"variables.{name}: {self.errors[name]}")
 
     def evaluate(self, program: Program) -> Any:
-        """The plain result; raises CelEvaluationError, also for a failed variable the expression uses."""
-        failed = [name for name in referenced_variables(program.source) if name in self.variable_errors]
-        if failed:
-            raise CelEvaluationError(f"variables.{failed[0]}: {self.variable_errors[failed[0]]}")
+        """The plain result; raises CelEvaluationError, also for a failed variable the expression reached."""
         return self.engine.to_plain(program.evaluate(self.activation))
 
 
 class _SharedRun:
-    """cel-expr-python: the request's one activation; params and variables are bound inside each program."""
+    """cel-expr-python: the request's one activation; params are bound inside each program, and variables are
+    reached through a call that evaluates each once per run, when first reached."""
 
     def __init__(self, engine: Engine, activation: Any, policy: CompiledPolicy) -> None:
         self.engine = engine
         self.activation = activation
-        self.variables = {variable.name: variable for variable in policy.variables}
+        self.variables = {variable.name: variable.program for variable in policy.variables}
+        self.memo: dict[str, tuple[Any, str | None]] = {}
 
     def evaluate(self, program: Program) -> Any:
-        try:
-            return self.engine.to_plain(program.evaluate(self.activation))
-        except CelEvaluationError:
-            for name in referenced_variables(program.source):  # say which variable failed, if one did
-                variable = self.variables.get(name)
-                if variable is None:
-                    continue
-                try:
-                    variable.program.evaluate(self.activation)
-                except CelEvaluationError as error:
-                    raise CelEvaluationError(f"variables.{name}: {error}") from error
-            raise
+        value = self.engine.evaluate_with_variables(program, self.activation, self.variables, self.memo)
+        return self.engine.to_plain(value)
 
 
 def _describe(source: str) -> str:

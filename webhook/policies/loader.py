@@ -83,10 +83,20 @@ def policy_files(directory: Path) -> list[Path]:
     return found
 
 
+def _watched_files(directory: Path) -> list[Path]:
+    """Every file a load can read: policy files and also `_` helpers (modules a policy imports, test data)."""
+    found: list[Path] = []
+    for root, dirs, files in os.walk(directory, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(Path(root) / name for name in sorted(files) if not name.startswith("."))
+    return found
+
+
 def fingerprint(directory: Path) -> str:
-    """Changes whenever a policy file is added, removed or rewritten (through symlinks)."""
+    """Changes whenever a file under the directory is added, removed or rewritten (through symlinks), including
+    `_` helper modules that policy modules import."""
     digest = hashlib.sha256()
-    for path in policy_files(directory):
+    for path in _watched_files(directory):
         try:
             stat = path.stat()
         except OSError:
