@@ -1,34 +1,79 @@
 """A small real HTTP server speaking the part of the Kubernetes API the real `kubernetes` client needs here.
 
 Only the boundary we cannot run on these machines is faked: the client, its configuration loading and its
-serialisation are the real ones. Objects live in a dict; resourceVersion is checked on replace.
+serialisation are the real ones. Objects live in dicts with one resourceVersion counter, as in etcd.
+
+- admissionregistration.k8s.io/v1 webhook configurations: get, create, replace (resourceVersion checked).
+- core v1 `namespaces`, `pods` and `configmaps` across namespaces: list (pages with `limit`/`continue`, the
+  list's resourceVersion) and watch (`?watch=true&resourceVersion=N`): a chunked stream of newline-delimited
+  events replayed from an event log after N, then live (ADDED, MODIFIED, DELETED, BOOKMARK when asked), ended
+  at `timeoutSeconds`. `put`/`delete` change objects while watches are open; `expire()` sends an ERROR event
+  with a 410 Status to open watches and refuses watches from older versions (a compaction); `fail(500)`
+  answers the core API with an error; `go_down()`/`come_back()` close the port (connections refused) and open
+  it again on the same port.
 """
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import json
+import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
 ADMISSION = "/apis/admissionregistration.k8s.io/v1/"
+CORE = "/api/v1/"
+CORE_KINDS = {"namespaces": "Namespace", "pods": "Pod", "configmaps": "ConfigMap"}
 
 
 class FakeAPIServer:
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}  # (collection, name) -> object
+        self.core: dict[str, dict[tuple[str, str], dict[str, Any]]] = {name: {} for name in CORE_KINDS}
         self.requests: list[tuple[str, str, dict[str, Any] | None]] = []
         self.refuse_with: int | None = None  # answer every request with this status
+        self.core_status: int | None = None  # answer the core API with this status (see fail)
         self._version = 0
+        self._log: list[tuple[int, str, str, dict[str, Any]]] = []  # (version, collection, type, object)
+        self._compacted = 0  # watches from an older resourceVersion get 410 Gone
+        self._expirations = 0  # open watches get 410 Gone when this changes
+        self._epoch = 0  # bumped to end every open watch (expire, fail, go_down)
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._connections: set[socket.socket] = set()
+        self._watching: dict[str, int] = dict.fromkeys(CORE_KINDS, 0)
+        self._handler = self._handler_class()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler)
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._start()
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive and chunked watch streams, as the API server
+
             def log_message(self, format: str, *args: Any) -> None:
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                with fake._lock:
+                    fake._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with fake._lock:
+                    fake._connections.discard(self.connection)
+                with contextlib.suppress(OSError):
+                    super().finish()
 
             def _answer(self, status: int, body: dict[str, Any]) -> None:
                 data = json.dumps(body).encode()
@@ -45,19 +90,56 @@ class FakeAPIServer:
                 if fake.refuse_with is not None:
                     self._answer(fake.refuse_with, _status(fake.refuse_with, "Forbidden", "not allowed"))
                     return
+                url = urlsplit(self.path)
+                if url.path.startswith(CORE) and self.command == "GET":
+                    self._core(url.path.removeprefix(CORE), parse_qs(url.query))
+                    return
                 if not self.path.startswith(ADMISSION):
                     self._answer(404, _status(404, "NotFound", self.path))
                     return
-                collection, _, name = self.path.removeprefix(ADMISSION).split("?")[0].partition("/")
+                collection, _, name = url.path.removeprefix(ADMISSION).partition("/")
                 status, answer = fake.handle(self.command, collection, name, body)
                 self._answer(status, answer)
 
+            def _core(self, collection: str, query: dict[str, list[str]]) -> None:
+                if collection not in CORE_KINDS:
+                    self._answer(404, _status(404, "NotFound", self.path))
+                elif fake.core_status is not None:
+                    code = fake.core_status
+                    self._answer(code, _status(code, "InternalError", "the fake API server is failing"))
+                elif query.get("watch", ["false"])[0] in ("true", "1"):
+                    self._watch(collection, query)
+                else:
+                    self._answer(*fake.list(collection, query))
+
+            def _chunk(self, data: bytes) -> None:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
+
+            def _watch(self, collection: str, query: dict[str, list[str]]) -> None:
+                since = int(query.get("resourceVersion", ["0"])[0] or 0)
+                timeout = float(query.get("timeoutSeconds", ["1800"])[0])
+                bookmarks = query.get("allowWatchBookmarks", ["false"])[0] == "true"
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("transfer-encoding", "chunked")
+                self.end_headers()
+                try:
+                    for event in fake.events(collection, since, timeout=timeout, bookmarks=bookmarks):
+                        self._chunk(json.dumps(event).encode() + b"\n")
+                    self.wfile.write(b"0\r\n\r\n")
+                except OSError:
+                    self.close_connection = True
+
             do_GET = do_POST = do_PUT = _handle
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        return Handler
+
+    def _start(self) -> None:
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
+
+    # --- admissionregistration --------------------------------------------------------------------------
 
     def handle(self, method: str, collection: str, name: str, body: dict[str, Any] | None
                ) -> tuple[int, dict[str, Any]]:
@@ -81,6 +163,137 @@ class FakeAPIServer:
             self.objects[(collection, object_name)] = stored
             return (201 if method == "POST" else 200), stored
 
+    # --- core v1: objects, lists and watches --------------------------------------------------------------
+
+    def put(self, collection: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """Create or replace an object (ADDED or MODIFIED for open watches); returns it as stored."""
+        metadata = obj["metadata"]
+        key = (metadata.get("namespace", ""), metadata["name"])
+        with self._changed:
+            self._version += 1
+            kind = CORE_KINDS[collection]
+            stored = {"apiVersion": "v1", "kind": kind, **obj,
+                      "metadata": {"uid": f"uid-{collection}-{key[0]}-{key[1]}", **metadata,
+                                   "resourceVersion": str(self._version)}}
+            event = "MODIFIED" if key in self.core[collection] else "ADDED"
+            self.core[collection][key] = stored
+            self._log.append((self._version, collection, event, stored))
+            self._changed.notify_all()
+            return stored
+
+    def delete(self, collection: str, name: str, namespace: str = "") -> None:
+        with self._changed:
+            gone = self.core[collection].pop((namespace, name))
+            self._version += 1
+            final = {**gone, "metadata": {**gone["metadata"], "resourceVersion": str(self._version)}}
+            self._log.append((self._version, collection, "DELETED", final))
+            self._changed.notify_all()
+
+    def bookmark(self) -> None:
+        """A BOOKMARK with the current resourceVersion to the watches that asked for bookmarks."""
+        with self._changed:
+            self._log.append((self._version, "*", "BOOKMARK", {}))
+            self._changed.notify_all()
+
+    def end_watches(self) -> None:
+        """End every open watch normally (as at its timeout): clients watch again from where they were."""
+        with self._changed:
+            self._epoch += 1
+            self._changed.notify_all()
+
+    def expire(self) -> None:
+        """Compact: open watches get an ERROR event with a 410 Status, watches from older versions too."""
+        with self._changed:
+            self._compacted = self._version
+            self._expirations += 1
+            self._epoch += 1
+            self._changed.notify_all()
+
+    def fail(self, status: int | None) -> None:
+        """Answer the core API with `status` (None: answer normally again); open watches end."""
+        with self._changed:
+            self.core_status = status
+            self._epoch += 1
+            self._changed.notify_all()
+
+    def go_down(self) -> None:
+        """Close the port and every connection: the client sees resets, then refused connections."""
+        self.server.shutdown()
+        self.server.server_close()
+        with self._changed:
+            self._epoch += 1
+            self._changed.notify_all()
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+    def come_back(self) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler)
+        self._start()
+
+    def list(self, collection: str, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
+        limit = int(query.get("limit", ["0"])[0] or 0)
+        token = query.get("continue", [""])[0]
+        with self._lock:
+            offset, version = (int(part) for part in token.split(":")) if token else (0, self._version)
+            items = [self.core[collection][key] for key in sorted(self.core[collection])]
+        page = items[offset:offset + limit] if limit else items[offset:]
+        metadata: dict[str, Any] = {"resourceVersion": str(version)}
+        if limit and offset + limit < len(items):
+            metadata["continue"] = f"{offset + limit}:{version}"
+        return 200, {"kind": f"{CORE_KINDS[collection]}List", "apiVersion": "v1", "metadata": metadata,
+                     "items": page}
+
+    def list_requests(self, collection: str) -> int:
+        """How many lists (not watches) of `collection` were asked for."""
+        return sum(1 for method, path, _ in self.requests
+                   if method == "GET" and urlsplit(path).path == CORE + collection and "watch=true" not in path)
+
+    def events(self, collection: str, since: int, *, timeout: float, bookmarks: bool) -> Any:
+        """The watch events of `collection` after version `since`, until the timeout or the watch is ended."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            epoch, expirations = self._epoch, self._expirations
+            if since < self._compacted:
+                yield _gone(since)
+                return
+            cursor = bisect.bisect_right([entry[0] for entry in self._log], since)
+            self._watching[collection] += 1
+        try:
+            yield from self._follow(collection, since, cursor, (epoch, expirations), deadline, bookmarks)
+        finally:
+            with self._lock:
+                self._watching[collection] -= 1
+
+    def watching(self, *collections: str) -> bool:
+        """Whether a watch of each collection is open (so that an `expire()` reaches it)."""
+        with self._lock:
+            return all(self._watching[collection] > 0 for collection in collections)
+
+    def _follow(self, collection: str, since: int, cursor: int, epochs: tuple[int, int], deadline: float,
+                bookmarks: bool) -> Any:
+        epoch, expirations = epochs
+        while True:
+            with self._changed:
+                while cursor == len(self._log) and self._epoch == epoch and time.monotonic() < deadline:
+                    self._changed.wait(min(0.5, max(0.0, deadline - time.monotonic())))
+                pending = self._log[cursor:]
+                cursor = len(self._log)
+                ended = self._epoch != epoch
+                expired = self._expirations != expirations
+            for version, where, kind, obj in pending:
+                if kind == "BOOKMARK" and bookmarks:
+                    yield {"type": "BOOKMARK", "object": {"kind": CORE_KINDS[collection], "apiVersion": "v1",
+                                                          "metadata": {"resourceVersion": str(version)}}}
+                elif where == collection:
+                    since = version
+                    yield {"type": kind, "object": obj}
+            if expired:
+                yield _gone(since)
+            if ended or time.monotonic() >= deadline:
+                return
+
     def kubeconfig(self, directory: Path) -> Path:
         path = directory / "kubeconfig"
         path.write_text(yaml.safe_dump({
@@ -91,8 +304,11 @@ class FakeAPIServer:
         return path
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.go_down()
+
+
+def _gone(version: int) -> dict[str, Any]:
+    return {"type": "ERROR", "object": _status(410, "Expired", f"too old resource version: {version}")}
 
 
 def _status(code: int, reason: str, message: str) -> dict[str, Any]:

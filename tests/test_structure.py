@@ -13,7 +13,7 @@ PACKAGE = Path(webhook.__file__).parent
 LAYERS = [
     {"webhook.cli", "webhook.__main__"},
     {"webhook.server"},
-    {"webhook.serving", "webhook.certtool", "webhook.registration", "webhook.testing"},
+    {"webhook.serving", "webhook.certtool", "webhook.registration", "webhook.testing", "webhook.cluster"},
     {"webhook.admission"},
     {"webhook.events.service"},
     {"webhook.events.delivery"},

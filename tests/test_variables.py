@@ -35,7 +35,9 @@ spec:
       message: an old pod without containers
     - expression: "variables.priority != 'broken' || variables.broken > 0"
       message: reaches the broken variable
-    - expression: "object.spec.containers.filter(c, c.name != '').map(c, c.name).all(n, object.spec.containers.map(c, c.name).exists(m, m == n))"
+    - expression: >-
+        object.spec.containers.filter(c, c.name != '').map(c, c.name)
+        .all(n, object.spec.containers.map(c, c.name).exists(m, m == n))
 """
 
 
@@ -57,3 +59,19 @@ def test_lazy_variables_of_different_types(tmp_path: Path, engine: str) -> None:
     assert message.startswith("variables: policy fault: expression 'variables.priority != 'broken' || "
                               "variables.broken > 0': variables.broken:")
     assert decide(pod(), operation="UPDATE", old=pod()) == (True, "")
+
+
+@pytest.mark.parametrize("engine", ENGINE_NAMES)
+def test_request_has_the_typed_defaults(tmp_path: Path, engine: str) -> None:
+    (tmp_path / "p.yaml").write_text(POLICY.split("  variables:")[0] + """\
+  validations:
+    - expression: "request.subResource == '' && request.requestSubResource == '' && request.dryRun == false"
+    - expression: "request.userInfo.groups.size() >= 0 && request.requestKind.kind == 'Pod'"
+""")
+    policy_set = load_policy_set(tmp_path, engine=make_engine(engine))
+    body = review(pod())
+    del body["request"]["requestKind"], body["request"]["dryRun"]
+    del body["request"]["userInfo"]["groups"]
+    parsed, raw = parse_review(orjson.dumps(body))
+    decision = admit(policy_set, parsed.request, raw, phase="validate")
+    assert (decision.allowed, decision.message) == (True, "")

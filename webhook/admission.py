@@ -39,16 +39,31 @@ def request_context(policy_set: PolicySet, request: AdmissionRequest, raw: dict[
         request_sub_resource=request.requestSubResource if request.requestResource else request.subResource,
         namespaced=bool(request.namespace),
     )
-    namespace_object, _ = namespace_context(policy_set, request.namespace, cluster)
-    cel_request = {k: v for k, v in raw.items() if k not in ("object", "oldObject")}
+    namespace_object, _, namespace_problem = namespace_context(policy_set, request.namespace, cluster)
+    cel_request = _cel_request(raw)
     user = request.userInfo
     return RequestContext(
         key=key, uid=request.uid, name=request.name or _name_of(request.object) or _name_of(request.oldObject),
         namespace=request.namespace, object=request.object, old_object=request.oldObject, request=cel_request,
         namespace_object=namespace_object, dry_run=request.dryRun,
         user_info=authoring.UserInfo(user.username, user.uid, tuple(user.groups), dict(user.extra)),
-        cluster=cluster, now=now,
+        cluster=cluster, now=now, namespace_problem=namespace_problem,
     )
+
+
+_REQUEST_DEFAULTS = {"subResource": "", "requestSubResource": "", "name": "", "namespace": "", "dryRun": False}
+_USER_DEFAULTS = {"username": "", "uid": "", "groups": [], "extra": {}}
+
+
+def _cel_request(raw: dict[str, Any]) -> dict[str, Any]:
+    """The CEL `request`: the review's request without the objects, with the fields the API server's typed
+    request always has (an absent string is "", as in Kubernetes, so `request.subResource == ''` works)."""
+    request = {**_REQUEST_DEFAULTS, **{k: v for k, v in raw.items() if k not in ("object", "oldObject")}}
+    request.setdefault("requestKind", request.get("kind"))
+    request.setdefault("requestResource", request.get("resource"))
+    user = request.get("userInfo")
+    request["userInfo"] = {**_USER_DEFAULTS, **user} if isinstance(user, dict) else dict(_USER_DEFAULTS)
+    return request
 
 
 def _name_of(obj: Any) -> str:

@@ -94,6 +94,31 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--graceful-timeout-seconds", type=float,
                        default=float(_environment("GRACEFUL_TIMEOUT_SECONDS", "20")),
                        help="on shutdown, how long in-flight reviews may finish (default 20)")
+    cluster = serve.add_argument_group(
+        "cluster state", "Namespaces and Pods (and ConfigMaps for params) watched through the API server, for "
+        "namespaceSelector, namespaceObject and request.cluster; without --kubeconfig, --kube-context or "
+        "--in-cluster there is no cluster. Each worker process runs watches of its own.")
+    cluster.add_argument("--kubeconfig", type=Path, default=_optional_path("KUBECONFIG"),
+                         help="watch the cluster of this kubeconfig file")
+    cluster.add_argument("--kube-context", default=os.environ.get("WEBHOOK_KUBE_CONTEXT") or None,
+                         help="the kubeconfig context (default: its current context; with no --kubeconfig: "
+                         "$KUBECONFIG or ~/.kube/config)")
+    cluster.add_argument("--in-cluster", action="store_true",
+                         default=_environment("IN_CLUSTER", "false").lower() in ("1", "true", "yes"),
+                         help="watch the cluster this Pod runs in, with its ServiceAccount")
+    cluster.add_argument("--no-cluster-params", action="store_false", dest="cluster_params",
+                         default=_environment("CLUSTER_PARAMS", "true").lower() in ("1", "true", "yes"),
+                         help="do not watch ConfigMaps (params objects then come from the policy files only)")
+    cluster.add_argument("--cluster-resync-seconds", type=float,
+                         default=float(_environment("CLUSTER_RESYNC_SECONDS", "300")),
+                         help="list everything again this often (default 300)")
+    cluster.add_argument("--cluster-stale-after-seconds", type=float,
+                         default=float(_environment("CLUSTER_STALE_AFTER_SECONDS", "60")),
+                         help="after the watches failed this long, lookups fail (policy faults under their "
+                         "failurePolicy) (default 60)")
+    cluster.add_argument("--cluster-max-pods", type=int, default=int(_environment("CLUSTER_MAX_PODS", "200000")),
+                         help="Pods kept at most (default 200000); past it lookups in the namespaces that lost "
+                         "one fail")
 
     commands.add_parser("deliver", help="deliver events from the outbox (started by `webhook serve`; also usable "
                         "as a sidecar with the same WEBHOOK_SETTINGS_JSON)")

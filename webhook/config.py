@@ -55,12 +55,34 @@ class Settings(BaseModel):
     # RLIMIT_DATA per serving process: a policy that allocates past it gets MemoryError (a fault) instead
     # of the process being killed; None: no limit.
     memory_limit_mb: int | None = Field(default=None, ge=128)
+    # The live cluster state (webhook.cluster): Namespaces and Pods watched through the API server, for
+    # namespaceSelector, namespaceObject and `request.cluster`. None of the three: no cluster (file state only).
+    kubeconfig: Path | None = None
+    kube_context: str | None = None
+    in_cluster: bool = False
+    cluster_params: bool = True  # with a cluster: watch ConfigMaps too, params objects for paramKind v1/ConfigMap
+    cluster_resync_seconds: float = Field(default=300.0, gt=0)
+    cluster_stale_after_seconds: float = Field(default=60.0, gt=0)
+    cluster_max_pods: int = Field(default=200_000, ge=1)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("give both --tls-cert-file and --tls-key-file, or neither (to generate them)")
         return self
+
+    @model_validator(mode="after")
+    def _cluster_source(self) -> Settings:
+        if self.in_cluster and (self.kubeconfig is not None or self.kube_context is not None):
+            raise ValueError("give --in-cluster, or --kubeconfig and/or --kube-context, not both")
+        if self.kubeconfig is not None and not self.kubeconfig.is_file():
+            raise ValueError(f"--kubeconfig {self.kubeconfig} is not a file")
+        return self
+
+    @property
+    def cluster_configured(self) -> bool:
+        """Whether the server watches a cluster (--kubeconfig, --kube-context or --in-cluster)."""
+        return self.in_cluster or self.kubeconfig is not None or self.kube_context is not None
 
     @property
     def serving_files(self) -> tuple[Path, Path]:

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 
 from webhook.admission import admission_facts, admit
 from webhook.certs import CertificateWatcher, certificate_expiry
+from webhook.cluster import LiveClusterState
 from webhook.config import Settings, settings_from_environment
 from webhook.errors import BadRequest
 from webhook.events.model import event_source
@@ -30,6 +31,7 @@ from webhook.policies.compiled import Phase, PolicySet
 from webhook.policies.store import LoadStatus, PolicyStore
 from webhook.reviews import build_response, parse_review
 from webhook.serving import DRAIN_SIGNAL, DRAINING, ClientAuthentication, CloseWhileDraining
+from webhook.state import EMPTY, ClusterState
 
 log = logging.getLogger("webhook.server")
 JSON = "application/json"
@@ -92,9 +94,16 @@ def create_app(settings: Settings) -> FastAPI:
 
     store = PolicyStore(settings.policies, engine=make_engine(settings.cel_engine), metrics=metrics,
                         on_load=policy_set_event)
+    # The live cluster state, when configured: watches of this process's own (each worker has its own).
+    live = LiveClusterState.from_settings(settings) if settings.cluster_configured else None
+    cluster: ClusterState = live if live is not None else EMPTY
+    if live is not None:
+        metrics.add_collector(live)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if live is not None:  # syncs in the background; /readyz says 503 until it has
+            live.start()
         await asyncio.to_thread(store.load)
         stop = asyncio.Event()
         watcher = asyncio.create_task(store.watch(stop)) if settings.watch_policies else None
@@ -123,6 +132,8 @@ def create_app(settings: Settings) -> FastAPI:
             if deliverer is not None:
                 deliverer.stop()
                 await delivery
+            if live is not None:
+                await asyncio.to_thread(live.stop)
 
     app = FastAPI(title="webhook", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(CloseWhileDraining)
@@ -130,6 +141,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.events = events
     app.state.metrics = metrics
     app.state.settings = settings
+    app.state.cluster = live
 
     @app.exception_handler(BadRequest)
     async def _bad_request(request: Request, error: BadRequest) -> Response:
@@ -158,8 +170,10 @@ def create_app(settings: Settings) -> FastAPI:
         if policy_set is None:
             return error_response(503, "ServiceUnavailable",
                                   "no policy set is loaded yet; see /readyz for the problems")
+        if live is not None:
+            policy_set = live.with_params(policy_set)  # the live ConfigMaps as params objects too
         decision = admit(policy_set, parsed.request, raw, phase=phase, failure_policy=failure_policy,
-                         deadline_seconds=settings.evaluation_deadline_seconds)
+                         deadline_seconds=settings.evaluation_deadline_seconds, cluster=cluster)
         for result in decision.results:
             if result.faults:
                 metrics.policy_errors.labels(result.policy.name).inc()
@@ -215,8 +229,12 @@ def create_app(settings: Settings) -> FastAPI:
     async def readyz() -> Response:
         status = store.last_status
         current = store.current
-        ready = current is not None and not DRAINING.is_set()
+        # Not ready until the cluster state has synced; once synced, a lost API server is reported but
+        # keeps readiness (lookups then fail after --cluster-stale-after-seconds, under failurePolicy).
+        ready = current is not None and not DRAINING.is_set() and (live is None or live.synced)
         detail: dict[str, Any] = {"ready": ready}
+        if live is not None:
+            detail["cluster"] = live.problem or "synced"
         if DRAINING.is_set():
             detail["draining"] = True
         if certificates.problem is not None:

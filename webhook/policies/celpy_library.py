@@ -124,15 +124,10 @@ def _last_index_of(text: Any, sub: Any, end: Any = None) -> Any:
 
 
 def _substring(text: Any, start: Any, end: Any = None) -> Any:
-    start = int(start)
-    stop = len(text) if end is None else int(end)
-    if start < 0:
-        return _error("<string>.substring(<start>): <start> is less than 0")
-    if stop < start:
-        return _error("<string>.substring(<start>, <end>): <end> is less than <start>")
-    if stop > len(text):
-        return _error(f"substring: index out of range: [{start}, {stop})")
-    return celtypes.StringType(str(text)[start:stop])
+    try:
+        return celtypes.StringType(k8s_library.substring(str(text), int(start), None if end is None else int(end)))
+    except K8sError as error:
+        return _error(str(error))
 
 
 def _char_at(text: Any, index: Any) -> Any:

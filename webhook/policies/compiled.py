@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from webhook.errors import SourceProblem
 from webhook.policies.cel import Engine, Program
-from webhook.policies.matching import ResourceKey, rules_match
+from webhook.policies.matching import ResourceKey, is_empty, rules_match
 from webhook.policies.model import MatchResources, ParamKind, ParamRef
 from webhook.policies.params import ParamStore
 
@@ -80,6 +80,13 @@ class CompiledPolicy:
         if self.binding is None:
             return self.name
         return f"{self.kind} '{self.name}' with binding '{self.binding}'"
+
+    @property
+    def needs_namespace(self) -> bool:
+        """Whether matching depends on the namespace's labels (a namespaceSelector). Expressions that read
+        `namespaceObject` get null when it is unknown, and fault where they use it."""
+        return any(not is_empty(match.namespaceSelector) for match in (self.match, self.binding_match)
+                   if match is not None)
 
     def matches_key(self, key: ResourceKey, *, name: str | None) -> bool:
         return rules_match(self.match, key, name=name) and (

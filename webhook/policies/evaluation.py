@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -67,27 +66,33 @@ class RequestContext:
     user_info: authoring.UserInfo
     cluster: ClusterState = EMPTY
     now: datetime.datetime | None = None  # None: the wall clock when a policy asks
+    namespace_problem: str | None = None  # set when the live cluster state could not tell the namespace
 
 
 def namespace_context(policy_set: PolicySet, namespace: str, cluster: ClusterState = EMPTY
-                      ) -> tuple[Any, dict[str, str] | None]:
+                      ) -> tuple[Any, dict[str, str] | None, str | None]:
     """The namespace object and its labels: from the cluster state, else the loaded set's Namespace objects,
-    else what the API server always sets (the name label). An unsynced cluster state falls back the same way;
-    policies that need more ask `cluster` themselves and get ClusterUnavailable."""
+    else what the API server always sets (the name label). When the live cluster state cannot tell (not
+    synced, or stale) the object is None and the third value says why: policies whose namespaceSelector needs
+    the labels are then faults under their failurePolicy, and expressions reading namespaceObject fault where
+    they use it, rather than deciding on made-up labels."""
     if not namespace:
-        return None, None
+        return None, None, None
     known = None
-    if cluster.synced:
-        with contextlib.suppress(ClusterUnavailable):
-            known = cluster.namespace(namespace)
+    try:
+        if not cluster.synced:
+            raise ClusterUnavailable("the cluster state has not synced yet")
+        known = cluster.namespace(namespace)
+    except ClusterUnavailable as error:
+        return None, None, f"the labels of namespace {namespace} are unknown: {error}"
     if known is None:
         known = policy_set.namespaces.get(namespace)
     if known is not None:
         labels = labels_of(known) or {}
-        return known, {NAMESPACE_NAME_LABEL: namespace, **labels}
+        return known, {NAMESPACE_NAME_LABEL: namespace, **labels}, None
     synthetic = {"apiVersion": "v1", "kind": "Namespace",
                  "metadata": {"name": namespace, "labels": {NAMESPACE_NAME_LABEL: namespace}}}
-    return synthetic, {NAMESPACE_NAME_LABEL: namespace}
+    return synthetic, {NAMESPACE_NAME_LABEL: namespace}, None
 
 
 def matching_policies(policy_set: PolicySet, phase: Phase, context: RequestContext) -> list[CompiledPolicy]:
@@ -101,8 +106,10 @@ def matching_policies(policy_set: PolicySet, phase: Phase, context: RequestConte
             namespace_labels = labels_of(context.namespace_object) or {}
             if context.namespace:
                 namespace_labels.setdefault(NAMESPACE_NAME_LABEL, context.namespace)
-        if all(_selectors_match(match, context, namespace_labels)
-               for match in (policy.match, policy.binding_match) if match is not None):
+        if context.namespace_problem is not None and policy.needs_namespace:
+            found.append(policy)  # cannot be decided now: it faults in evaluation (see Evaluator._unknown)
+        elif all(_selectors_match(match, context, namespace_labels)
+                 for match in (policy.match, policy.binding_match) if match is not None):
             found.append(policy)
     return found
 
@@ -271,8 +278,17 @@ class Evaluator:
             result.faults.append(resolution.fault)
         return resolution.objects
 
+    def _unknown(self, policy: CompiledPolicy, result: PolicyResult) -> bool:
+        """A policy that depends on namespace labels the live cluster state cannot give now is a fault."""
+        if self.context.namespace_problem is not None and policy.needs_namespace:
+            result.faults.append(self.context.namespace_problem)
+            return True
+        return False
+
     def _validate_one(self, policy: CompiledPolicy) -> PolicyResult:
         result = PolicyResult(policy)
+        if self._unknown(policy, result):
+            return result
         if policy.python_function is not None:
             self._run_python(policy, self.context.object, result, phase="validate")
             return result
@@ -320,6 +336,8 @@ class Evaluator:
 
     def _mutate_one(self, policy: CompiledPolicy, obj: Any) -> tuple[PolicyResult, Any]:
         result = PolicyResult(policy)
+        if self._unknown(policy, result):
+            return result, obj
         if policy.python_function is not None:
             return result, self._run_python(policy, obj, result, phase="mutate")
         current = obj

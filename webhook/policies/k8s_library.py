@@ -60,6 +60,7 @@ from webhook.policies.k8s_values import (
     is_sorted,
     list_sum,
     sets_contains,
+    substring,
 )
 
 # --- The declarations: name -> (implementation, overloads as (member?, parameter kinds, result kind)) ----------
@@ -121,6 +122,9 @@ LIBRARY: dict[str, tuple[Callable[..., Any], Overloads]] = {
     "sets.equivalent": (lambda a, b: sets_contains(a, b) and sets_contains(b, a), ((False, (L, L), B),)),
     "sets.intersects": (lambda a, b: any(sets_contains(b, [x]) for x in _list(a)), ((False, (L, L), B),)),
     "jsonpatch.escapeKey": (escape_key, ((False, (S,), S),)),
+    # cel-expr-python's own substring(start, end) refuses end == size(); its engine rewrites `.substring(`
+    # to this (same length, so error columns stay put).
+    "subString": (substring, ((True, (S, I), S), (True, (S, I, I), S))),
 }
 
 
@@ -138,4 +142,4 @@ def cel_expr_extension(cel: Any) -> Any:
     return cel.CelExtension("kubernetes", declarations)
 
 
-__all__ = ["LIBRARY", "TAG", "K8sError", "cel_expr_extension", "compile_regex", "matches", "to_string"]
+__all__ = ["LIBRARY", "TAG", "K8sError", "cel_expr_extension", "compile_regex", "matches", "substring", "to_string"]

@@ -112,3 +112,15 @@ def sets_contains(items: Any, sub: Any) -> bool:
     return all(any(cel_equal(x, y) for x in items) for y in _list(sub))
 
 
+def substring(text: Any, start: Any, end: Any = None) -> str:
+    """cel-go's strings extension substring: code points, end exclusive, errors as cel-go words them."""
+    value = _string(text)
+    begin = _int(start)
+    stop = len(value) if end is None else _int(end)
+    if begin < 0:
+        raise K8sError(f"index out of range: {begin}")
+    if stop < begin:
+        raise K8sError(f"invalid substring range. start: {begin}, end: {stop}")
+    if stop > len(value):
+        raise K8sError(f"index out of range: {stop}")
+    return value[begin:stop]

@@ -81,15 +81,18 @@ class ParamStore:
             return Resolution(fault=f"paramRef.namespace is set but {kind.kind} is cluster-scoped")
         else:
             namespace = ""
-        candidates = [o for o in self.objects.get(key, []) if o.namespace == namespace]
-        if ref.name is not None:
-            found = tuple(o for o in candidates if o.name == ref.name)
-        else:
-            assert ref.selector is not None
-            found = tuple(sorted((o for o in candidates if selector_matches(ref.selector, o.labels)),
-                                 key=lambda o: o.name))
+        found = self.find(key, namespace, ref)
         if found:
             return Resolution(objects=found)
         if ref.parameterNotFoundAction == "Allow":
             return Resolution(skip=True)
         return Resolution(fault=NOT_FOUND_MESSAGE)  # Deny (the default): subject to the failurePolicy
+
+    def find(self, key: tuple[str, str], namespace: str, ref: ParamRef) -> tuple[ParamObject, ...]:
+        """The objects of kind `key` in `namespace` ("" for a cluster-scoped kind) that `ref` picks: by name, or
+        by selector in name order. A subclass may add objects from elsewhere (webhook.cluster: live ConfigMaps)."""
+        candidates = [o for o in self.objects.get(key, []) if o.namespace == namespace]
+        if ref.name is not None:
+            return tuple(o for o in candidates if o.name == ref.name)
+        assert ref.selector is not None
+        return tuple(sorted((o for o in candidates if selector_matches(ref.selector, o.labels)), key=lambda o: o.name))
