@@ -79,6 +79,8 @@ def admission_event(facts: Mapping[str, Any], *, source: str) -> tuple[dict[str,
         "patch": redact_patch(patch) if is_secret(kind) else patch,
         "durationMs": round(facts["duration_ms"], 3),
     }
+    if facts.get("object_omitted"):
+        data["objectOmitted"] = facts["object_omitted"]
     event_attributes = attributes(
         event_id=admission_event_id(facts["uid"], facts["phase"]),
         event_type=admission_event_type(allowed=facts["allowed"], patched=bool(patch),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -78,6 +79,7 @@ class AdmissionFacts:
     patch: tuple[Mapping[str, Any], ...]
     duration_ms: float
     time: float
+    object_omitted: str = ""  # why an object a subscriber asked for is not in the event
 
 
 class EventRecorder:
@@ -160,7 +162,13 @@ class EventRecorder:
             return
         try:
             keep = object_ is not None and self._objects_wanted and not model.is_secret(facts.kind)
-            self._spool(ADMISSION, orjson.dumps(facts), orjson.dumps(object_) if keep else b"")
+            encoded = b""
+            if keep:
+                try:  # encoded at the depth the event will carry it, then cut out of the wrapper
+                    encoded = orjson.dumps({"data": {"object": object_}})[len(b'{"data":{"object":'):-2]
+                except orjson.JSONEncodeError as error:  # nested past orjson's limit: the event goes without it
+                    facts = dataclasses.replace(facts, object_omitted=f"the object cannot be included: {error}")
+            self._spool(ADMISSION, orjson.dumps(facts), encoded)
         except Exception as error:  # an event must never cost an admission answer
             self._dropped("error", f"cannot spool the event of request {facts.uid}: {error}")
 
