@@ -104,7 +104,9 @@ def admit(policy_set: PolicySet, request: AdmissionRequest, raw: dict[str, Any],
                      f"{late[0].name!r}")
             results.append(PolicyResult(policy, faults=[fault]))
     except Exception as error:  # a bug or an exhausted resource: still a verdict, never an HTTP 500
-        log.exception("evaluation of request %s failed", request.uid)
+        # One line, not a traceback: a crafted object (deep nesting) must not be able to flood the log.
+        log.error("evaluation of request %s failed: %s: %.500s", request.uid, type(error).__name__, error)
+        log.debug("evaluation of request %s failed", request.uid, exc_info=True)
         fault = f"internal error while evaluating: {type(error).__name__}: {error}"
         results = [PolicyResult(policy, faults=[fault]) for policy in policies]
     return decide(results, phase=phase)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -43,7 +44,42 @@ def check_operation(operation: Any) -> Operation:
     unknown = set(operation) - {"op", "path", "value", "from"}
     if unknown:
         raise PatchError(f"patch operation at {path} has unknown fields: {', '.join(sorted(unknown))}")
+    if "value" in operation:
+        problem = json_problem(operation["value"])
+        if problem is not None:
+            raise PatchError(f"patch value at {path} is not JSON: {problem}")
     return dict(operation)
+
+
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def json_problem(value: Any, where: str = "value", depth: int = 0) -> str | None:
+    """What keeps `value` from being a JSON document the API server takes (bytes, durations, timestamps, sets,
+    integers past 64 bits, non-string keys, NaN), or None."""
+    if value is None or isinstance(value, bool | str):
+        return None
+    if isinstance(value, int):
+        return None if _INT64[0] <= value <= _INT64[1] else f"{where}: {value} does not fit in 64 bits"
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{where}: {value} is not a JSON number"
+    if depth > 1000:
+        return f"{where}: nested more than 1000 levels"
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{where}: map key {key!r} is not a string"
+            problem = json_problem(item, f"{where}.{key}", depth + 1)
+            if problem is not None:
+                return problem
+        return None
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            problem = json_problem(item, f"{where}[{index}]", depth + 1)
+            if problem is not None:
+                return problem
+        return None
+    return f"{where} is a {type(value).__name__}"
 
 
 def _resolve(document: Any, pointer: jsonpointer.JsonPointer) -> tuple[bool, Any]:

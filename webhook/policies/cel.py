@@ -392,8 +392,10 @@ class CelpyEngine:
             return types.ListType([self._convert(item) for item in value])
         if isinstance(value, bool):
             return types.BoolType(value)
-        if isinstance(value, int):
-            return types.IntType(value)
+        if isinstance(value, int):  # as cel-expr-python takes JSON integers past int64: uint, then double
+            if -(2**63) <= value < 2**63:
+                return types.IntType(value)
+            return types.UintType(value) if 0 <= value < 2**64 else types.DoubleType(float(value))
         if isinstance(value, float):
             return types.DoubleType(value)
         if isinstance(value, str):
