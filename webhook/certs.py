@@ -283,6 +283,11 @@ class CertificateWatcher:
         self._stamps = stamps
         try:
             cert_pem, key_pem = self.cert_file.read_bytes(), self.key_file.read_bytes()
+            leaf = x509.load_pem_x509_certificate(cert_pem)
+            now = _now()
+            if leaf.not_valid_after_utc <= now or leaf.not_valid_before_utc > now + datetime.timedelta(minutes=5):
+                raise ValueError(f"the certificate is valid only from {leaf.not_valid_before_utc:%Y-%m-%d %H:%M} "
+                                 f"to {leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
             with tempfile.TemporaryDirectory(prefix="webhook-tls-") as scratch:
                 cert_copy, key_copy = Path(scratch) / TLS_CERT, Path(scratch) / TLS_KEY
                 cert_copy.write_bytes(cert_pem)

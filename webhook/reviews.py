@@ -62,6 +62,11 @@ class AdmissionReview(_Wire):
     request: AdmissionRequest
 
 
+def _shown(value: Any) -> str:
+    """A value from the request, for an error message: strings quoted and cut short, anything else by type."""
+    return repr(value[:100]) if isinstance(value, str) else f"a {type(value).__name__}"
+
+
 def parse_review(body: bytes) -> tuple[AdmissionReview, dict[str, Any]]:
     """The validated review and the raw request dict (kept for the CEL `request` variable); BadRequest if not."""
     try:
@@ -75,7 +80,7 @@ def parse_review(body: bytes) -> tuple[AdmissionReview, dict[str, Any]]:
     if kind != "AdmissionReview" or api_version not in API_VERSIONS:
         raise BadRequest(
             f"expected kind AdmissionReview with apiVersion {' or '.join(API_VERSIONS)}, "
-            f"got kind {kind!r} apiVersion {api_version!r}", reason="UnsupportedAdmissionReviewVersion")
+            f"got kind {_shown(kind)} apiVersion {_shown(api_version)}", reason="UnsupportedAdmissionReviewVersion")
     try:
         review = AdmissionReview.model_validate(data)
     except ValidationError as error:

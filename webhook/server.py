@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -41,6 +42,20 @@ def _status_body(code: int, reason: str, message: str) -> bytes:
     """Errors in the shape of a Kubernetes Status, so that tools that read those can read ours."""
     return orjson.dumps({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code,
                          "reason": reason, "message": message})
+
+
+_KIND = re.compile(r"[A-Z][A-Za-z0-9]{0,62}")
+
+
+def _kind_label(kind: str) -> str:
+    """A metric label from a request's kind: anyone who reaches the port chooses it, so only names shaped
+    like Kubernetes kinds get a series of their own."""
+    return kind if _KIND.fullmatch(kind) else "other"
+
+
+def _escaped(text: str) -> str:
+    """Control characters (newlines that would forge log lines) written as escapes."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 def error_response(code: int, reason: str, message: str) -> Response:
@@ -188,11 +203,14 @@ def create_app(settings: Settings) -> FastAPI:
             asked = parsed.request
             events.record_admission(admission_facts(asked, decision, phase=phase, duration_ms=elapsed * 1000),
                                     asked.object if asked.object is not None else asked.oldObject)
-        metrics.requests.labels(endpoint, parsed.request.operation, parsed.request.kind.kind, verdict).inc()
+        metrics.requests.labels(endpoint, parsed.request.operation, _kind_label(parsed.request.kind.kind),
+                                verdict).inc()
         metrics.latency.labels(endpoint).observe(elapsed)
         if not decision.allowed:
-            log.info("denied %s %s %s/%s uid=%s: %s", parsed.request.operation, parsed.request.kind.kind,
-                     parsed.request.namespace, parsed.request.name, parsed.request.uid, decision.message)
+            asked = parsed.request  # escaped: request fields may hold newlines meant to forge log lines
+            message = "(not logged for Secrets)" if asked.kind.kind == "Secret" else decision.message
+            log.info("denied %s %s %s/%s uid=%s: %s", asked.operation, *map(_escaped, (
+                asked.kind.kind, asked.namespace, asked.name, asked.uid, message)))
         return Response(payload, media_type=JSON)
 
     @app.post("/validate")
@@ -296,12 +314,19 @@ async def _watch_certificates(watcher: CertificateWatcher, metrics: Metrics, set
 
 
 async def _maintain_events(recorder: EventRecorder, stop: asyncio.Event) -> None:
-    """Hand spooled events to the deliverer every 50 ms (and refresh subscribers and the backlog)."""
+    """Hand spooled events to the deliverer every 50 ms (and refresh subscribers and the backlog). A failure
+    is logged at most every 10 s, with its traceback once."""
+    last_log, logged_traceback = 0.0, False
     while not stop.is_set():
         try:
             recorder.maintain()
-        except Exception:
-            log.exception("event spool maintenance failed")
+        except Exception as error:
+            now = time.monotonic()
+            if now - last_log >= 10.0:
+                last_log = now
+                log.error("event spool maintenance failed (repeats are not logged for 10 s): %s", error,
+                          exc_info=not logged_traceback)
+                logged_traceback = True
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=0.05)
 

@@ -81,6 +81,12 @@ def admission_event(facts: Mapping[str, Any], *, source: str) -> tuple[dict[str,
     }
     if facts.get("object_omitted"):
         data["objectOmitted"] = facts["object_omitted"]
+    if is_secret(kind):  # policy messages may quote a Secret's values (a fault naming a bad value, a denial)
+        if data["status"]:
+            data["status"] = {**data["status"], "message": REDACTED}
+        data["warnings"] = [REDACTED for _ in data["warnings"]]
+        data["policies"] = [{**policy, "messages": [REDACTED for _ in policy.get("messages", [])]}
+                            for policy in data["policies"]]
     event_attributes = attributes(
         event_id=admission_event_id(facts["uid"], facts["phase"]),
         event_type=admission_event_type(allowed=facts["allowed"], patched=bool(patch),

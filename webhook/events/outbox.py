@@ -7,6 +7,7 @@ at a time, and a lease that runs out (a killed process) makes the row claimable 
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -72,6 +73,8 @@ class Outbox:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
+        if not path.exists():  # owner-only, as the spool files; SQLite gives its -wal and -shm the same mode
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         self._connection = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
         with self._lock:
             self._connection.execute("PRAGMA journal_mode=WAL")

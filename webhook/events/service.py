@@ -108,6 +108,12 @@ class EventRecorder:
     def maintain(self) -> None:
         """Called every few tens of milliseconds: hand spooled rows over; once a second, refresh state."""
         self.spool.rotate()
+        if self.spool.lost:
+            lost, self.spool.lost = self.spool.lost, 0
+            self.metrics.events_dropped.labels("error").inc(lost)
+            self._unsaved_drops["error"] = self._unsaved_drops.get("error", 0) + lost
+            log.error("%d spooled events were lost: the spool directory %s was removed (made again)", lost,
+                      self.settings.spool_dir)
         now = time.monotonic()
         if now - self._last_check < 1.0:
             return

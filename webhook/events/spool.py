@@ -41,6 +41,8 @@ class SpoolWriter:
         self._lock = threading.Lock()
         self._rotations = 0
         self._written = 0
+        self._records = 0
+        self.lost = 0  # records written to a live file that vanished before it was handed over
         self._descriptor = self._open()
 
     def _path(self) -> Path:
@@ -61,21 +63,36 @@ class SpoolWriter:
                 written = os.write(self._descriptor, view)
                 view = view[written:]
             self._written += len(data)
+            self._records += 1
 
     def append(self, kind: bytes, *fields: bytes) -> None:
         """One record (fields must not contain NUL bytes; JSON from orjson never does), in one write."""
         self._write(_frame(kind + b"\0".join(fields)))
 
     def rotate(self) -> bool:
-        """Rename the live file to a ready one (unlocked, so the deliverer takes it) and start a new file."""
+        """Rename the live file to a ready one (unlocked, so the deliverer takes it) and start a new file.
+
+        The new file is opened before the old descriptor is closed: were it the other way round, a failed
+        open (no descriptors left, disk full) would leave a closed number behind that the next accepted
+        connection reuses, and spooled records would go out on it. When the live file is gone (the spool
+        directory was removed), its records are lost: they are counted, and the directory is made again.
+        Raises OSError when no new file can be opened; the old one then stays in use.
+        """
         with self._lock:
-            if self._written == 0:
+            if self._written == 0 and self._path().exists():
                 return False
+            self.directory.mkdir(parents=True, exist_ok=True)
             self._rotations += 1
-            os.rename(self._path(), self.directory / f"{self._base}.{self._rotations}{READY_SUFFIX}")
+            lost = 0
+            try:
+                os.rename(self._path(), self.directory / f"{self._base}.{self._rotations}{READY_SUFFIX}")
+            except FileNotFoundError:
+                lost = self._records
+            descriptor = self._open()
             os.close(self._descriptor)  # releases the lock on the renamed file
-            self._descriptor = self._open()
-            self._written = 0
+            self._descriptor = descriptor
+            self._written = self._records = 0
+            self.lost += lost
             return True
 
     def close(self) -> None:

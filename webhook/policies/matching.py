@@ -117,7 +117,8 @@ def labels_of(obj: Any) -> dict[str, str] | None:
     if not isinstance(metadata, dict):
         return None
     labels = metadata.get("labels") or {}
-    return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
+    # Label values are strings (the API server validates them); anything else cannot match a selector.
+    return {str(k): v for k, v in labels.items() if isinstance(v, str)} if isinstance(labels, dict) else {}
 
 
 def object_selector_matches(selector: LabelSelector, *, obj: Any, old_obj: Any) -> bool:
