@@ -58,19 +58,89 @@ def _tls_extension(transport: asyncio.BaseTransport) -> dict[str, Any] | None:
             "tls_version": None, "cipher_suite": None}
 
 
+MAX_HEADER_BYTES = 64 * 1024  # the API server's headers are a few hundred bytes
+REQUEST_READ_SECONDS = 5.0  # from the connection (or the first byte of a request) to its last byte
+_HEADERS_TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+                      b"connection: close\r\ncontent-length: %d\r\n\r\n%s")
+
+
 class TLSHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol plus the ASGI TLS extension in each request scope."""
+    """uvicorn's httptools protocol plus the ASGI TLS extension in each request scope, and two limits uvicorn
+    does not have: request headers are capped (431 past MAX_HEADER_BYTES), and a request must arrive whole
+    within REQUEST_READ_SECONDS, so that slow or idle clients cannot hold connections (uvicorn's keep-alive
+    timeout only runs after a response)."""
 
     _tls: dict[str, Any] | None = None
+    _header_bytes = 0
+    _refused = False
+    _read_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._tls = _tls_extension(transport)
+        self._arm_read_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_read_timer()
+        super().connection_lost(exc)
+
+    def _arm_read_timer(self) -> None:
+        self._cancel_read_timer()
+        self._read_timer = self.loop.call_later(REQUEST_READ_SECONDS, self._read_timed_out)
+
+    def _cancel_read_timer(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+
+    def _read_timed_out(self) -> None:
+        self._read_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._header_bytes = 0
+        if self._read_timer is None:
+            self._arm_read_timer()
         if self._tls is not None:
             self.scope["extensions"] = {"tls": cast(dict[object, object], self._tls)}
+
+    def _count(self, size: int) -> bool:
+        """False (and the connection answered 431 and closed) once the headers pass MAX_HEADER_BYTES."""
+        if self._refused:
+            return False
+        self._header_bytes += size
+        if self._header_bytes > MAX_HEADER_BYTES:
+            self._refused = True
+            body = (b'{"kind":"Status","apiVersion":"v1","status":"Failure","code":431,'
+                    b'"reason":"RequestHeaderFieldsTooLarge","message":"request headers are over %d bytes"}'
+                    % MAX_HEADER_BYTES)
+            self.transport.write(_HEADERS_TOO_LARGE % (len(body), body))
+            self.transport.close()
+            return False
+        return True
+
+    def on_url(self, url: bytes) -> None:
+        if self._count(len(url)):
+            super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._count(len(name) + len(value)):
+            super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        if not self._refused:
+            super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._cancel_read_timer()
+        if not self._refused:
+            super().on_message_complete()
 
 
 class DrainingServer(uvicorn.Server):
