@@ -26,6 +26,7 @@ LAYERS = [
     {"webhook.policies.compiled"},
     {"webhook.policies.matching", "webhook.policies.cel", "webhook.policies.params"},
     {"webhook.policies.celpy_library", "webhook.policies.model", "webhook.reviews", "webhook.patches",
+     "webhook.policies.scope",
      "webhook.policies.apply", "webhook.policies.deadline", "webhook.policies.k8s_library",
      "webhook.policies.k8s_quantity",
      "webhook.policies.k8s_text", "webhook.policies.k8s_network", "webhook.policies.k8s_values",

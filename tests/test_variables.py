@@ -75,3 +75,44 @@ def test_request_has_the_typed_defaults(tmp_path: Path, engine: str) -> None:
     parsed, raw = parse_review(orjson.dumps(body))
     decision = admit(policy_set, parsed.request, raw, phase="validate")
     assert (decision.allowed, decision.message) == (True, "")
+
+
+def chain_policy(length: int) -> str:
+    """A policy whose variables form chains of `length`: count0..countN (each the one before plus one) and
+    bad0..badN (bad0 fails), so that an expression using the last of a chain reaches all of it."""
+    lines = ["    - {name: count0, expression: 'object.spec.containers.size()'}",
+             "    - {name: bad0, expression: 'object.spec.noSuchField.size()'}"]
+    for i in range(1, length):
+        lines.append(f"    - {{name: count{i}, expression: 'variables.count{i - 1} + 1'}}")
+        lines.append(f"    - {{name: bad{i}, expression: 'variables.bad{i - 1} + 1'}}")
+    last = length - 1
+    return POLICY.split("  variables:")[0] + "  variables:\n" + "\n".join(lines) + f"""
+  validations:
+    - expression: "variables.count{last} == size(object.spec.containers) + {last}"
+      message: the count chain is wrong
+    - expression: "!has(object.metadata.labels) || variables.bad{last} > 0"
+      message: reaches the broken chain
+"""
+
+
+@pytest.mark.parametrize("engine", ENGINE_NAMES)
+@pytest.mark.parametrize("length", [3, 40])
+def test_chains_of_variables_are_lazy_and_name_the_failed_variable(tmp_path: Path, engine: str,
+                                                                   length: int) -> None:
+    # 40 bindings nest deeper than cel-cpp's parser takes (32): cel-expr-python reaches those through calls
+    (tmp_path / "p.yaml").write_text(chain_policy(length))
+    policy_set = load_policy_set(tmp_path, engine=make_engine(engine))
+
+    def decide(obj: dict[str, object]) -> tuple[bool, str]:
+        parsed, raw = parse_review(orjson.dumps(review(obj)))
+        decision = admit(policy_set, parsed.request, raw, phase="validate")
+        return decision.allowed, decision.message
+
+    assert decide(pod(images=("a:1", "b:2"))) == (True, "")  # the broken chain is never reached
+    allowed, message = decide(pod(labels={"app": "web"}))
+    chain = ": ".join(f"variables.bad{i}" for i in reversed(range(length - 3, length)))
+    assert allowed is False
+    assert f"'!has(object.metadata.labels) || variables.bad{length - 1} > 0': {chain}: " in message
+    if length == 3:  # a long chain's message is cut short
+        assert "noSuchField" in message.rsplit("variables.bad0: ", 1)[1]
+    assert "count chain" not in message

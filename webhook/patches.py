@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -112,19 +111,49 @@ def _parent_additions(document: Any, path: str) -> list[Operation]:
     return additions
 
 
+def _shallow(value: Any) -> Any:
+    return dict(value) if isinstance(value, dict) else list(value) if isinstance(value, list) else value
+
+
+def _own_parents(root: Any, pointer: jsonpointer.JsonPointer, owned: dict[int, Any]) -> None:
+    """Replace each map and list on the way to `pointer`'s parent by a shallow copy of its own (once), so that
+    changing the parent changes nothing outside the working copy. `owned` keeps the copies alive (by id)."""
+    node = root
+    for part in pointer.parts[:-1]:
+        if isinstance(node, dict) and part in node:
+            key: Any = part
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            key = int(part)
+        else:
+            return  # a missing step: the operation fails, or its parents are added
+        child = node[key]
+        if isinstance(child, dict | list) and id(child) not in owned:
+            child = node[key] = _shallow(child)
+            owned[id(child)] = child
+        node = child
+
+
 def apply_operations(document: Any, operations: Iterable[Operation]) -> tuple[Any, list[Operation]]:
-    """Apply operations to a copy of `document`; returns the new document and the operations that changed it.
+    """Apply operations to a working copy of `document`; returns the new document and the operations that
+    changed it. `document` is never changed: the copy shares what the operations leave alone, and each map or
+    list on the way to a change is copied (shallow) first, which costs the depth of the path instead of the
+    size of the document.
 
     An `add` whose parent objects are missing first adds them as empty objects (the API server would
     reject the bare operation). Operations that change nothing are dropped. A failing `test` raises
     PatchTestFailed; anything else that cannot apply raises PatchError.
     """
-    current = copy.deepcopy(document)
+    current = _shallow(document)
+    owned = {id(current): current}
     applied: list[Operation] = []
     for raw in operations:
         operation = check_operation(raw)
         op, path = operation["op"], operation["path"]
         pointer = jsonpointer.JsonPointer(path)
+        if op != "test":
+            _own_parents(current, pointer, owned)
+            if op == "move":
+                _own_parents(current, jsonpointer.JsonPointer(operation["from"]), owned)
         if op == "test":
             found, value = _resolve(current, pointer)
             if not found or value != operation["value"]:
@@ -139,6 +168,9 @@ def apply_operations(document: Any, operations: Iterable[Operation]) -> tuple[An
             current = jsonpatch.apply_patch(current, [*steps, operation], in_place=True)
         except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException, TypeError, KeyError) as error:
             raise PatchError(f"cannot apply {op} at {path}: {error}") from error
+        if id(current) not in owned:  # the whole document replaced: by the operation's value, not ours to change
+            current = _shallow(current)
+            owned[id(current)] = current
         applied.extend(steps)
         applied.append(operation)
     return current, applied

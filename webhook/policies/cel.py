@@ -2,108 +2,36 @@
 
 Both compile once at load. cel-expr-python converts a bound object on first use and caches the result in the
 activation, so it evaluates every policy of a request against one shared activation: a policy's `params` and
-`variables` are bound inside each compiled expression with `cel.bind` (see `closed_source`). cel-python, whose
+`variables` are bound inside each compiled expression with `cel.bind` (see `scope.closed_source`). cel-python, whose
 conversion we do ourselves once per request, gets a cheap activation per policy instead. Errors of either
 kind, returned or raised, come out as `CelEvaluationError`.
 """
 
 from __future__ import annotations
 
-import contextvars
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
+
+from webhook.policies.scope import (
+    LAZY_FUNCTION,
+    LAZY_RUN,
+    PARAMS_BY_POLICY,
+    STATUS_PREFIX,
+    PolicyScope,
+    closed_source,
+    lazy_variable,
+    outside_strings,
+    referenced_variables,
+)
 
 ENGINE_NAMES = ("cel-expr-python", "cel-python")
 EngineName = Literal["cel-expr-python", "cel-python"]
 ExpectedType = Literal["bool", "string", "list", "any"]
 # Every name an expression can refer to, as in the Kubernetes API server.
 VARIABLE_NAMES = ("object", "oldObject", "request", "params", "namespaceObject", "variables")
-PARAMS_BY_POLICY = "__params"  # the shared activation's map from a policy's params key to its params
 _MAX_MESSAGE = 500
-_VARIABLE_REFERENCE = re.compile(r"\bvariables\.([_a-zA-Z][_a-zA-Z0-9]*)")
-
-
-@dataclass(frozen=True, slots=True)
-class PolicyScope:
-    """What one policy's expressions see besides the request: its params (by key) and earlier variables."""
-
-    params_key: str | None = None
-    variables: Mapping[str, str] = field(default_factory=dict)  # name -> source, in definition order
-
-
-def referenced_variables(source: str) -> list[str]:
-    """Names used as `variables.NAME` in a source, in order of first use."""
-    return list(dict.fromkeys(_VARIABLE_REFERENCE.findall(source)))
-
-
-LAZY_FUNCTION = "__variable"
-_STATUS_PREFIX = re.compile(r"\b(?:UNKNOWN|INVALID_ARGUMENT|NOT_FOUND|INTERNAL|FAILED_PRECONDITION|OUT_OF_RANGE|"
-                            r"UNIMPLEMENTED|RESOURCE_EXHAUSTED): ")
-
-
-def _outside_strings(source: str, replace: Callable[[str], str]) -> str:
-    """Apply `replace` to the parts of a CEL source outside string literals."""
-    out, start, index = [], 0, 0
-    while index < len(source):
-        char = source[index]
-        if char in "'\"":
-            out.append(replace(source[start:index]))
-            quote = source[index] * 3 if source.startswith(source[index] * 3, index) else source[index]
-            end = index + len(quote)
-            while end < len(source) and not source.startswith(quote, end):
-                end += 2 if source[end] == "\\" else 1
-            end = min(end + len(quote), len(source))
-            out.append(source[index:end])
-            start = index = end
-            continue
-        index += 1
-    out.append(replace(source[start:]))
-    return "".join(out)
-
-
-def closed_source(source: str, scope: PolicyScope) -> str:
-    """`source` for one shared activation: its params bound in place, and each `variables.NAME` a call that
-    evaluates the variable when (and only when) evaluation reaches it, once per policy run, as the API
-    server's lazy variables behave (an error reaches only the expressions that reach the variable)."""
-
-    def substitute(text: str) -> str:
-        text = _HAS_VARIABLE.sub(lambda m: "true" if m.group(1) in scope.variables else "false", text)
-        return _VARIABLE_REFERENCE.sub(lambda m: f"{LAZY_FUNCTION}('{m.group(1)}')", text)
-
-    closed = _outside_strings(source, substitute)
-    if scope.params_key is not None:
-        closed = f"cel.bind(params, {PARAMS_BY_POLICY}['{scope.params_key}'], (\n{closed}\n))"
-    return closed
-
-
-_HAS_VARIABLE = re.compile(r"\bhas\(\s*variables\.([_a-zA-Z][_a-zA-Z0-9]*)\s*\)")
-# The policy run whose variables `__variable(name)` evaluates: (activation, memo, programs by name).
-_LAZY: contextvars.ContextVar[tuple[Any, dict[str, tuple[Any, str | None]], Mapping[str, Any]] | None] = \
-    contextvars.ContextVar("webhook_cel_variables", default=None)
-
-
-def _lazy_variable(name: str) -> Any:
-    state = _LAZY.get()
-    if state is None:
-        raise RuntimeError("variables are only available while a policy is evaluated")
-    activation, memo, programs = state
-    if name not in memo:
-        program = programs.get(name)
-        if program is None:
-            raise RuntimeError(f"no such key: {name}")
-        value = program.expression.eval(activation)
-        if value.type() == program.error_type:
-            memo[name] = (None, f"variables.{name}: {_STATUS_PREFIX.sub('', str(value.value()))}")
-        else:
-            memo[name] = (value.plain_value(), None)
-    result, error = memo[name]
-    if error is not None:
-        raise RuntimeError(error)
-    return result
-
-
 class CelCompileError(Exception):
     """An expression that does not compile; `line` and `column` are 1-based within the expression."""
 
@@ -155,7 +83,7 @@ class Engine(Protocol):
 
     def evaluate_with_variables(self, program: Program, activation: Any, variables: Mapping[str, Program],
                                 memo: dict[str, tuple[Any, str | None]]) -> Any:
-        """Evaluate a program of a shared activation, its variables reached lazily (shares_activation only)."""
+        """Evaluate a program of a shared activation, its variables bound inside it (shares_activation only)."""
         ...
 
 
@@ -175,6 +103,7 @@ def _check_plain_type(value: Any, expect: ExpectedType, source: str) -> None:
 
 # --- cel-expr-python --------------------------------------------------------------------------------
 
+_TOO_DEEP = re.compile(r"recursion (?:depth|limit)")  # the parser's nesting limit (see closed_source)
 _ERROR_POSITION = re.compile(r"<input>:(\d+):(\d+): ([^\n]*)")
 
 
@@ -184,14 +113,15 @@ class _ExprProgram:
     expression: Any
     expect: ExpectedType
     error_type: Any
+    calls: bool = False  # reaches variables through `__variable` calls (see closed_source)
 
     def evaluate(self, activation: Any) -> Any:
         try:
             value = self.expression.eval(activation)
         except Exception as error:  # the binding raises for failures inside custom functions
-            raise CelEvaluationError(_shorten(_STATUS_PREFIX.sub("", str(error)))) from error
+            raise CelEvaluationError(_shorten(STATUS_PREFIX.sub("", str(error)))) from error
         if value.type() == self.error_type:
-            raise CelEvaluationError(_shorten(_STATUS_PREFIX.sub("", str(value.value()))))
+            raise CelEvaluationError(_shorten(STATUS_PREFIX.sub("", str(value.value()))))
         plain = value.plain_value()
         _check_plain_type(plain, self.expect, self.source)
         return plain
@@ -215,7 +145,7 @@ class CelExprEngine:
             extensions=[ext_strings.ExtStrings(), ext_optional.ExtOptional(), ext_bindings.ExtBindings(),
                         ext_math.ExtMath(), cel_expr_extension(cel)],
             functions=[cel.FunctionDecl(LAZY_FUNCTION, [cel.Overload(
-                f"{LAZY_FUNCTION}_string", cel.Type.DYN, [cel.Type.STRING], impl=_lazy_variable)])],
+                f"{LAZY_FUNCTION}_string", cel.Type.DYN, [cel.Type.STRING], impl=lazy_variable)])],
         )
         self._compatible = {
             "bool": (cel.Type.BOOL, cel.Type.DYN),
@@ -225,19 +155,24 @@ class CelExprEngine:
         }
 
     def compile(self, source: str, *, expect: ExpectedType, scope: PolicyScope | None = None) -> Program:
-        if ".substring(" in source:  # see k8s_library "subString": the engine's own refuses end == size()
-            source = _outside_strings(source, lambda text: text.replace(".substring(", ".subString("))
+        source = _substring(source)
         expression = self._compile(source)
         self._check_type(expression, expect)
         if "find" in source:  # find and findAll run on Python's re: refuse a literal pattern it cannot match as RE2
             _check_regex_literals(source, frozenset({"find", "findAll"}))
+        calls = False
         if scope is not None and (scope.params_key is not None or referenced_variables(source)):
-            closed = closed_source(source, scope)
             try:
-                expression = self._compile(closed)
-            except CelCompileError as error:  # positions in the closed text mean nothing to the author
-                raise CelCompileError(f"with params and variables bound: {error.message}") from error
-        return _ExprProgram(source, expression, expect, self._cel.Type.ERROR)
+                expression = self._compile(_substring(closed_source(source, scope)))  # variables inlined too
+            except CelCompileError as error:
+                if not _TOO_DEEP.search(error.message):  # positions in the closed text mean nothing to authors
+                    raise CelCompileError(f"with params and variables bound: {error.message}") from error
+                calls = True
+                try:
+                    expression = self._compile(closed_source(source, scope, calls=True))
+                except CelCompileError as again:
+                    raise CelCompileError(f"with params and variables bound: {again.message}") from again
+        return _ExprProgram(source, expression, expect, self._cel.Type.ERROR, calls)
 
     def _compile(self, source: str) -> Any:
         try:
@@ -270,19 +205,46 @@ class CelExprEngine:
         return dict(values)
 
     def lazy_variables(self, compute: Callable[[str], Any]) -> Any:
-        raise NotImplementedError("cel-expr-python reaches variables through __variable (see closed_source)")
+        raise NotImplementedError("cel-expr-python binds variables inside each program (see closed_source)")
 
     def evaluate_with_variables(self, program: Program, activation: Any, variables: Mapping[str, Program],
                                 memo: dict[str, tuple[Any, str | None]]) -> Any:
-        """Evaluate `program` where `variables.NAME` means `variables[NAME]`, evaluated lazily into `memo`."""
-        token = _LAZY.set((activation, memo, variables))
+        """Evaluate a closed `program` (its variables bound inside it, or reached through calls that keep their
+        values in `memo`); a failure that comes from a variable names the variable, as `variables.NAME: error`
+        (found by evaluating the variables it uses again, at no cost to an expression that succeeds)."""
+        token = LAZY_RUN.set((activation, memo, variables))
         try:
-            return program.evaluate(activation)
+            try:
+                return program.evaluate(activation)
+            except CelEvaluationError as error:
+                raise CelEvaluationError(_attributed(str(error), program.source, activation, variables)) from error
         finally:
-            _LAZY.reset(token)
+            LAZY_RUN.reset(token)
 
     def to_plain(self, value: Any) -> Any:
         return value
+
+
+def _substring(source: str) -> str:
+    """See k8s_library "subString": the engine's own `substring` refuses end == size()."""
+    if ".substring(" not in source:
+        return source
+    return outside_strings(source, lambda text: text.replace(".substring(", ".subString("))
+
+
+def _attributed(message: str, source: str, activation: Any, variables: Mapping[str, Program]) -> str:
+    """`message` of a failed expression, prefixed `variables.NAME: ` for each variable (outermost first) of
+    the chain the failure came from: the first variable the source uses that fails alone with that message."""
+    for name in referenced_variables(source):
+        variable = variables.get(name)
+        if variable is None:
+            continue
+        try:
+            variable.evaluate(activation)
+        except CelEvaluationError as error:
+            if str(error) == message:
+                return f"variables.{name}: {_attributed(message, variable.source, activation, variables)}"
+    return message
 
 
 def _check_regex_literals(source: str, names: frozenset[str]) -> None:

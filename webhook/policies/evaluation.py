@@ -10,7 +10,7 @@ from typing import Any, Literal
 from webhook import authoring
 from webhook.patches import PatchError, PatchTestFailed, apply_operations, make_patch
 from webhook.policies.apply import merge
-from webhook.policies.cel import PARAMS_BY_POLICY, CelEvaluationError, Engine, Program
+from webhook.policies.cel import CelEvaluationError, Engine, Program
 from webhook.policies.compiled import CompiledMutation, CompiledPolicy, Phase, PolicySet
 from webhook.policies.matching import (
     NAMESPACE_NAME_LABEL,
@@ -21,6 +21,7 @@ from webhook.policies.matching import (
 )
 from webhook.policies.model import MatchResources
 from webhook.policies.params import ParamObject, Resolution
+from webhook.policies.scope import PARAMS_BY_POLICY
 from webhook.state import EMPTY, ClusterState, ClusterUnavailable
 
 Status = Literal["pass", "fail", "error"]
@@ -154,14 +155,14 @@ class _PolicyRun:
 
 
 class _SharedRun:
-    """cel-expr-python: the request's one activation; params are bound inside each program, and variables are
-    reached through a call that evaluates each once per run, when first reached."""
+    """cel-expr-python: the request's one activation; params and variables are bound inside each program
+    (see cel.closed_source), a variable evaluated when an expression first reaches it."""
 
     def __init__(self, engine: Engine, activation: Any, policy: CompiledPolicy) -> None:
         self.engine = engine
         self.activation = activation
         self.variables = {variable.name: variable.program for variable in policy.variables}
-        self.memo: dict[str, tuple[Any, str | None]] = {}
+        self.memo: dict[str, tuple[Any, str | None]] = {}  # variables reached through calls (cel.closed_source)
 
     def evaluate(self, program: Program) -> Any:
         value = self.engine.evaluate_with_variables(program, self.activation, self.variables, self.memo)

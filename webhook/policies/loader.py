@@ -21,10 +21,8 @@ from webhook.policies.cel import (
     CelCompileError,
     Engine,
     ExpectedType,
-    PolicyScope,
     Program,
     comprehension_depth,
-    referenced_variables,
 )
 from webhook.policies.compiled import (
     CompiledMutation,
@@ -45,6 +43,7 @@ from webhook.policies.model import (
 )
 from webhook.policies.native import MODELS, NativeDocuments, is_native, rewrite_object_literals, with_defaults
 from webhook.policies.params import ParamStore
+from webhook.policies.scope import PolicyScope, referenced_variables
 from webhook.yamlsource import Document, FieldPath, parse_documents, validation_problems
 
 YAML_SUFFIXES = (".yaml", ".yml")

@@ -15,7 +15,7 @@ from typing import Any, Literal, Protocol
 from pydantic import Field, model_validator
 
 from webhook.errors import SourceProblem
-from webhook.policies.cel import ExpectedType, PolicyScope, Program, referenced_variables
+from webhook.policies.cel import ExpectedType, Program
 from webhook.policies.compiled import CompiledMutation, CompiledPolicy, CompiledValidation, CompiledVariable
 from webhook.policies.matching import uses_resource_names
 from webhook.policies.model import (
@@ -30,6 +30,7 @@ from webhook.policies.model import (
     Validation,
     Variable,
 )
+from webhook.policies.scope import PolicyScope, referenced_variables
 from webhook.yamlsource import Document, FieldPath
 
 GROUP = "admissionregistration.k8s.io"
@@ -321,15 +322,19 @@ def _compile_pair(compiler: Compiler, document: Document, policy: ValidatingPoli
     name = policy.metadata.name
     before = len(compiler.problems)
     params_key = key if spec.paramKind is not None else None
-    scope = PolicyScope(params_key, {v.name: v.expression for v in spec.variables})
+    mutating = isinstance(policy, MutatingPolicy)
+    # The sources a closed expression inlines (see cel.closed_source): a mutating policy's as compiled.
+    sources = {v.name: rewrite_object_literals(v.expression).source if mutating else v.expression
+               for v in spec.variables}
+    scope = PolicyScope(params_key, sources)
     conditions = tuple((c.name, compiler.compile(document, ("spec", "matchConditions", i, "expression"),
                                                  c.expression, "bool", scope))
                        for i, c in enumerate(spec.matchConditions))
     variables = []
     for i, variable in enumerate(spec.variables):
-        earlier = PolicyScope(params_key, {v.name: v.expression for v in spec.variables[:i]})
+        earlier = PolicyScope(params_key, {v.name: sources[v.name] for v in spec.variables[:i]})
         program = compiler.compile(document, ("spec", "variables", i, "expression"), variable.expression, "any",
-                                   earlier, typed_objects=isinstance(policy, MutatingPolicy))
+                                   earlier, typed_objects=mutating)
         if program is not None:
             variables.append(CompiledVariable(variable.name, program, tuple(referenced_variables(variable.expression))))
     validations: list[CompiledValidation] = []
