@@ -18,6 +18,7 @@ starts with `_`): after editing it, touch one of the quotas/*.py modules.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping
@@ -59,6 +60,11 @@ def parse(value: Any) -> Fraction:
         value = repr(value)  # the shortest text that reads back as this float: 0.1 stays 0.1
     if not isinstance(value, str):
         raise QuantityError(f"{value!r} is not a quantity")
+    return _parse_text(value)
+
+
+@functools.lru_cache(maxsize=1024)  # the same few texts on every request; a Fraction never changes
+def _parse_text(value: str) -> Fraction:
     match = _PATTERN.match(value.strip())  # the API server trims spaces when it decodes a quantity
     if match is None:
         raise QuantityError(f"{value!r} is not a quantity (examples: 500m, 2, 1.5Gi, 1G, 1e3)")

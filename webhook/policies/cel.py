@@ -212,14 +212,17 @@ class CelExprEngine:
         """Evaluate a closed `program` (its variables bound inside it, or reached through calls that keep their
         values in `memo`); a failure that comes from a variable names the variable, as `variables.NAME: error`
         (found by evaluating the variables it uses again, at no cost to an expression that succeeds)."""
-        token = LAZY_RUN.set((activation, memo, variables))
+        run = (activation, memo, variables)
+        token = LAZY_RUN.set(run) if isinstance(program, _ExprProgram) and program.calls else None
         try:
-            try:
-                return program.evaluate(activation)
-            except CelEvaluationError as error:
-                raise CelEvaluationError(_attributed(str(error), program.source, activation, variables)) from error
+            return program.evaluate(activation)
+        except CelEvaluationError as error:
+            if token is None:  # the variables evaluated again may reach others through calls
+                token = LAZY_RUN.set(run)
+            raise CelEvaluationError(_attributed(str(error), program.source, activation, variables)) from error
         finally:
-            LAZY_RUN.reset(token)
+            if token is not None:
+                LAZY_RUN.reset(token)
 
     def to_plain(self, value: Any) -> Any:
         return value

@@ -73,6 +73,18 @@ class CompiledPolicy:
     param_ref: ParamRef | None = None
     reinvoke: bool = False  # MutatingAdmissionPolicy reinvocationPolicy IfNeeded
     misconfiguration: str | None = None  # a fault on every request (as the API server's binding errors)
+    # Computed from the fields above (so that dataclasses.replace keeps them right), for the request path:
+    needs_namespace: bool = field(init=False)  # matching depends on the namespace's labels (a namespaceSelector)
+    selects_all: bool = field(init=False)  # no object or namespace selector: matching the rules is enough
+    variable_programs: Mapping[str, Program] = field(init=False)
+
+    def __post_init__(self) -> None:
+        matches = [match for match in (self.match, self.binding_match) if match is not None]
+        # Expressions that read `namespaceObject` get null when it is unknown, and fault where they use it.
+        object.__setattr__(self, "needs_namespace", any(not is_empty(m.namespaceSelector) for m in matches))
+        object.__setattr__(self, "selects_all", all(is_empty(m.namespaceSelector) and is_empty(m.objectSelector)
+                                                    for m in matches))
+        object.__setattr__(self, "variable_programs", {v.name: v.program for v in self.variables})
 
     @property
     def label(self) -> str:
@@ -80,13 +92,6 @@ class CompiledPolicy:
         if self.binding is None:
             return self.name
         return f"{self.kind} '{self.name}' with binding '{self.binding}'"
-
-    @property
-    def needs_namespace(self) -> bool:
-        """Whether matching depends on the namespace's labels (a namespaceSelector). Expressions that read
-        `namespaceObject` get null when it is unknown, and fault where they use it."""
-        return any(not is_empty(match.namespaceSelector) for match in (self.match, self.binding_match)
-                   if match is not None)
 
     def matches_key(self, key: ResourceKey, *, name: str | None) -> bool:
         return rules_match(self.match, key, name=name) and (

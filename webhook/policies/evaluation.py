@@ -103,6 +103,9 @@ def matching_policies(policy_set: PolicySet, phase: Phase, context: RequestConte
     for policy in policy_set.candidates(phase, context.key):
         if policy.uses_resource_names and not policy.matches_key(context.key, name=context.name):
             continue
+        if policy.selects_all:
+            found.append(policy)
+            continue
         if namespace_labels is None:
             namespace_labels = labels_of(context.namespace_object) or {}
             if context.namespace:
@@ -128,7 +131,7 @@ class _PolicyRun:
 
     def __init__(self, engine: Engine, base: Mapping[str, Any], policy: CompiledPolicy, params: Any) -> None:
         self.engine = engine
-        self.programs = {variable.name: variable.program for variable in policy.variables}
+        self.programs = policy.variable_programs
         self.values: dict[str, Any] = {}
         self.errors: dict[str, str] = {}
         self.activation = engine.activation({**base, "params": params,
@@ -161,7 +164,7 @@ class _SharedRun:
     def __init__(self, engine: Engine, activation: Any, policy: CompiledPolicy) -> None:
         self.engine = engine
         self.activation = activation
-        self.variables = {variable.name: variable.program for variable in policy.variables}
+        self.variables = policy.variable_programs
         self.memo: dict[str, tuple[Any, str | None]] = {}  # variables reached through calls (cel.closed_source)
 
     def evaluate(self, program: Program) -> Any:
