@@ -7,7 +7,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -213,31 +213,18 @@ def create_app(settings: Settings) -> FastAPI:
                 asked.kind.kind, asked.namespace, asked.name, asked.uid, message)))
         return Response(payload, media_type=JSON)
 
-    @app.post("/validate")
-    async def validate(request: Request) -> Response:
-        return await review(request, "validate")
+    def endpoint(phase: Phase, failure_policy: str | None) -> Callable[[Request], Awaitable[Response]]:
+        async def handle(request: Request) -> Response:
+            return await review(request, phase, failure_policy)
+        return handle
 
-    @app.post("/mutate")
-    async def mutate(request: Request) -> Response:
-        return await review(request, "mutate")
-
-    # What `webhook register` points its two webhooks per phase at: each evaluates the policies of one
-    # failurePolicy, so a request matched by both webhooks never has a policy evaluated twice.
-    @app.post("/validate/fail")
-    async def validate_fail(request: Request) -> Response:
-        return await review(request, "validate", "Fail")
-
-    @app.post("/validate/ignore")
-    async def validate_ignore(request: Request) -> Response:
-        return await review(request, "validate", "Ignore")
-
-    @app.post("/mutate/fail")
-    async def mutate_fail(request: Request) -> Response:
-        return await review(request, "mutate", "Fail")
-
-    @app.post("/mutate/ignore")
-    async def mutate_ignore(request: Request) -> Response:
-        return await review(request, "mutate", "Ignore")
+    # Plain Starlette routes: FastAPI's layer (dependency solving, parameter and response models) has nothing
+    # to do for a handler that takes the request itself, and cost ~10% of a review's time. /validate/fail and
+    # the like are what `webhook register` points its two webhooks per phase at: each evaluates the policies
+    # of one failurePolicy, so a request matched by both webhooks never has a policy evaluated twice.
+    for phase in ("validate", "mutate"):
+        for suffix, failure_policy in (("", None), ("/fail", "Fail"), ("/ignore", "Ignore")):
+            app.add_route(f"/{phase}{suffix}", endpoint(phase, failure_policy), methods=["POST"])
 
     @app.get("/healthz")
     async def healthz() -> Response:
