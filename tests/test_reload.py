@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import gc
 import os
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import RunningServer, pod, review, running_server, wait_for
+from tests.helpers import DATA, RunningServer, pod, review, running_server, wait_for
 from webhook.config import Settings
 
 POLICY = """\
@@ -123,3 +125,20 @@ def test_fingerprint_follows_underscore_helpers(tmp_path: Path) -> None:
     before = fingerprint(tmp_path)
     (tmp_path / "_helper.py").write_text("LIMIT = 22\n")
     assert fingerprint(tmp_path) != before
+
+
+def test_a_reload_collects_the_replaced_set_and_freezes_the_heap(tmp_path: Path, cert_dir: Path) -> None:
+    """After each load the server collects and freezes its heap (full collections then walk only what requests
+    made); the set a reload replaced (a Python policy's module makes it cyclic) is collected by that reload."""
+    directory = tmp_path / "policies"
+    directory.mkdir()
+    (directory / "team.yaml").write_text(policy())
+    (directory / "python_policies.py").write_text((DATA / "policies" / "python_policies.py").read_text())
+    with running_server(Settings(policies=directory), cert_dir) as server:
+        store = server.app.state.store
+        replaced = weakref.ref(store.current)
+        assert gc.get_freeze_count() > 0
+        (directory / "team.yaml").write_text(policy(message="second version"))
+        wait_for(lambda: _message(server) == "team-label: second version", what="reload")
+        wait_for(lambda: replaced() is None, what="the replaced policy set collected")
+        assert gc.get_freeze_count() > 0

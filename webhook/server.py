@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import re
 import time
@@ -102,6 +103,8 @@ def create_app(settings: Settings) -> FastAPI:
     metrics.add_collector(OutboxCollector(event_settings.outbox_path))
 
     def policy_set_event(status: LoadStatus, policy_set: PolicySet | None) -> None:
+        if policy_set is not None:
+            settle_heap()
         events.record_policy_set(directory=str(settings.policies), ok=status.ok,
                                  policies=len(policy_set.policies) if policy_set else 0,
                                  digest=policy_set.digest if policy_set else "",
@@ -258,6 +261,20 @@ def create_app(settings: Settings) -> FastAPI:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def settle_heap() -> None:
+    """Collect what the previous policy set left (cycles: modules, compiled programs), then move every object
+    alive now into the collector's permanent generation (`gc.freeze`), done after each policy (re)load.
+
+    A full collection over the ~100,000 objects the libraries, the CEL engines and the policies make at start
+    takes ~60 ms on the benchmark machine, during which no request is answered; with those objects frozen,
+    the periodic full collections only walk what requests made since. The cost moves to the reload (one
+    such pause, in the loading thread). A policy set still held by a request in flight at that moment is
+    frozen with the rest; its cycles are collected at the next reload, which unfreezes everything first."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 def event_settings_from(settings: Settings) -> EventSettings:
