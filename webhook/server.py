@@ -202,14 +202,14 @@ def create_app(settings: Settings) -> FastAPI:
         )
         verdict = "denied" if not decision.allowed else ("patched" if decision.patch else "allowed")
         elapsed = time.perf_counter() - started
-        if not parsed.request.dryRun:  # sideEffects: NoneOnDryRun
+        if not parsed.request.dryRun and events.wants_admissions:  # sideEffects: NoneOnDryRun
             asked = parsed.request
             events.record_admission(admission_facts(asked, decision, phase=phase, duration_ms=elapsed * 1000),
                                     asked.object if asked.object is not None else asked.oldObject)
         metrics.requests.labels(endpoint, parsed.request.operation, _kind_label(parsed.request.kind.kind),
                                 verdict).inc()
         metrics.latency.labels(endpoint).observe(elapsed)
-        if not decision.allowed:
+        if not decision.allowed and log.isEnabledFor(logging.INFO):
             asked = parsed.request  # escaped: request fields may hold newlines meant to forge log lines
             message = "(not logged for Secrets)" if asked.kind.kind == "Secret" else decision.message
             log.info("denied %s %s %s/%s uid=%s: %s", asked.operation, *map(_escaped, (

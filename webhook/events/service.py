@@ -161,6 +161,11 @@ class EventRecorder:
             self._last_drop_log = time.monotonic()
             log.error("dropped an event: %s (further drops in the next 10 s are only counted)", why)
 
+    @property
+    def wants_admissions(self) -> bool:
+        """Whether a decision's event goes anywhere (no subscriber: the caller need not build its facts)."""
+        return bool(self.subscribers.current)
+
     def record_admission(self, facts: AdmissionFacts, object_: Any = None) -> None:
         """Spool the facts of one decision, with the object when a subscriber opted in and it is no Secret
         (never for dry runs; the caller checks). Never raises."""

@@ -11,7 +11,7 @@ from webhook.errors import SourceProblem
 from webhook.policies.cel import Engine, Program
 from webhook.policies.matching import ResourceKey, is_empty, rules_match
 from webhook.policies.model import MatchResources, ParamKind, ParamRef
-from webhook.policies.params import ParamStore
+from webhook.policies.params import ParamObject, ParamStore, Resolution
 
 Phase = Literal["validate", "mutate"]
 _CACHE_LIMIT = 4096
@@ -77,6 +77,7 @@ class CompiledPolicy:
     needs_namespace: bool = field(init=False)  # matching depends on the namespace's labels (a namespaceSelector)
     selects_all: bool = field(init=False)  # no object or namespace selector: matching the rules is enough
     variable_programs: Mapping[str, Program] = field(init=False)
+    own_params: Resolution | None = field(init=False)  # the Policy kind's `params` (no paramKind, no paramRef)
 
     def __post_init__(self) -> None:
         matches = [match for match in (self.match, self.binding_match) if match is not None]
@@ -85,6 +86,9 @@ class CompiledPolicy:
         object.__setattr__(self, "selects_all", all(is_empty(m.namespaceSelector) and is_empty(m.objectSelector)
                                                     for m in matches))
         object.__setattr__(self, "variable_programs", {v.name: v.program for v in self.variables})
+        object.__setattr__(self, "own_params", Resolution(objects=(
+            ParamObject("", "", {}, self.params, self.params_prepared),)) if self.param_kind is None and
+            self.param_ref is None else None)
 
     @property
     def label(self) -> str:

@@ -206,13 +206,12 @@ class Evaluator:
     def resolution(self, policy: CompiledPolicy) -> Resolution:
         """The params objects this request evaluates `policy` with (a native binding's paramRef, or the
         Policy kind's own `params`), found once per request."""
+        if policy.own_params is not None:
+            return policy.own_params
         found = self._resolutions.get(id(policy))
         if found is None:
-            if policy.param_kind is None and policy.param_ref is None:
-                found = Resolution(objects=(ParamObject("", "", {}, policy.params, policy.params_prepared),))
-            else:
-                found = self.policy_set.params.resolve(policy.param_kind, policy.param_ref,
-                                                       request_namespace=self.context.namespace)
+            found = self.policy_set.params.resolve(policy.param_kind, policy.param_ref,
+                                                   request_namespace=self.context.namespace)
             self._resolutions[id(policy)] = found
         return found
 
