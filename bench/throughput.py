@@ -731,7 +731,8 @@ def report(results: dict[str, Any]) -> None:
     ratio = results["ratio_real_baseline"]
     print(f"ratio real/baseline: {ratio:.3f} (target >= {TARGETS['ratio']})")
     if "subscribers_cost" in results:
-        print(f"two subscribers (one down) cost: {results['subscribers_cost'] * 100:+.1f}% throughput "
+        cost = results["subscribers_cost"] * 100
+        print(f"two subscribers (one down): {abs(cost):.1f}% of the throughput {'lost' if cost >= 0 else 'gained'} "
               f"(target: less than {TARGETS['subscribers_cost'] * 100:.0f}% lost)")
         if results.get("event_metrics"):
             print(f"  events after the run: {results['event_metrics']}")
