@@ -189,9 +189,15 @@ def test_existing_secret_mode_needs_the_secret_and_the_ca_bundle() -> None:
 def test_defaults() -> None:
     defaults = values()
     assert defaults["replicaCount"] == 2
-    assert defaults["resources"] == {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}}
+    assert defaults["resources"] == {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}
     assert defaults["server"]["shutdownDelaySeconds"] == 5
     assert defaults["server"]["gracefulTimeoutSeconds"] == 20
+    # The leak-bounding restart drains before the container limit: server + ~80 MiB deliverer < 512 MiB.
+    assert defaults["server"]["restartAboveMb"] + 80 < 512
+    for wrong in (-1, 10, 63):
+        candidate = copy.deepcopy(defaults)
+        candidate["server"]["restartAboveMb"] = wrong
+        assert schema_errors(candidate) != [], wrong
     assert defaults["webhooks"]["timeoutSeconds"] == 5
     assert defaults["registration"]["mode"] == "chart"
     assert defaults["certificates"]["mode"] in {"certManager", "helm", "existingSecret"}

@@ -72,3 +72,21 @@ def test_sigterm_drains_then_finishes_in_flight_reviews(server_processes: Callab
     in_flight.close()  # the server's TLS close waits for ours (bounded by --graceful-timeout-seconds)
     assert server.process.wait(timeout=30) == 0
     assert "Traceback" not in server.output()
+
+
+def test_past_restart_above_mb_the_server_drains_and_exits_to_be_started_again(
+        server_processes: Callable[..., ServerProcess]) -> None:
+    """--restart-above-mb: memory past it (here any: 64 MiB is below what a loaded server holds) means the same
+    drain as SIGTERM (readiness fails while reviews are still answered), then exit 0 for Kubernetes to start the
+    container again; the bound on cel-expr-python's leak (README, Performance)."""
+    server = server_processes("--policies", str(TEST_POLICIES), "--restart-above-mb", "64",
+                              "--shutdown-delay-seconds", "3", "--log-level", "info")
+    with server.client() as client:
+        wait_for(lambda: server.process.poll() is not None or (
+            "--restart-above-mb 64: draining" in server.output()), what="the memory check")
+        reply = client.get("/readyz")
+        assert reply.status_code == 503
+        assert reply.json()["draining"] is True
+        assert client.post("/validate", json=review(pod(labels={"team": "a"}))).json()["response"]["allowed"]
+    assert server.process.wait(timeout=30) == 0
+    assert "resident memory" in server.output()

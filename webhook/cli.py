@@ -91,6 +91,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--memory-limit-mb", type=int, default=None,
                        help="per serving process (RLIMIT_DATA): an allocation past it is a policy fault "
                        "(MemoryError) instead of an out-of-memory kill (default: none)")
+    serve.add_argument("--restart-above-mb", type=int,
+                       default=int(_environment("RESTART_ABOVE_MB", "0")) or None,
+                       help="when a serving process's resident memory passes this, it drains and exits as on "
+                       "SIGTERM (with --shutdown-delay-seconds), for Kubernetes to start it again; bounds the "
+                       "memory that cel-expr-python leaks on calls into the Kubernetes CEL library (default: never)")
     serve.add_argument("--graceful-timeout-seconds", type=float,
                        default=float(_environment("GRACEFUL_TIMEOUT_SECONDS", "20")),
                        help="on shutdown, how long in-flight reviews may finish (default 20)")

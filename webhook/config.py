@@ -55,6 +55,10 @@ class Settings(BaseModel):
     # RLIMIT_DATA per serving process: a policy that allocates past it gets MemoryError (a fault) instead
     # of the process being killed; None: no limit.
     memory_limit_mb: int | None = Field(default=None, ge=128)
+    # A serving process whose resident memory passes this drains and exits as on SIGTERM, for its supervisor
+    # (Kubernetes) to start it again: cel-expr-python 0.1.3 leaks the arguments of every call into the
+    # Kubernetes CEL library (README, Performance). None: never.
+    restart_above_mb: int | None = Field(default=None, ge=64)
     # The live cluster state (webhook.cluster): Namespaces and Pods watched through the API server, for
     # namespaceSelector, namespaceObject and `request.cluster`. None of the three: no cluster (file state only).
     kubeconfig: Path | None = None

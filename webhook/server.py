@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import re
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -127,6 +129,8 @@ def create_app(settings: Settings) -> FastAPI:
         watcher = asyncio.create_task(store.watch(stop)) if settings.watch_policies else None
         spooling = asyncio.create_task(_maintain_events(events, stop))
         watching_certificates = asyncio.create_task(_watch_certificates(certificates, metrics, settings, stop))
+        watching_memory = (asyncio.create_task(_restart_above(settings.restart_above_mb, stop))
+                           if settings.restart_above_mb else None)
         with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):  # main thread only
             asyncio.get_running_loop().add_signal_handler(DRAIN_SIGNAL, DRAINING.set)
         if not deadline.install() and settings.evaluation_deadline_seconds > 0:
@@ -146,6 +150,8 @@ def create_app(settings: Settings) -> FastAPI:
                     await watcher
             await spooling
             await watching_certificates
+            if watching_memory is not None:
+                await watching_memory
             events.close()
             if deliverer is not None:
                 deliverer.stop()
@@ -261,6 +267,34 @@ def create_app(settings: Settings) -> FastAPI:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def resident_mb() -> float:
+    """This process's resident set size (VmRSS), in MiB; 0 where /proc is not there."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+async def _restart_above(megabytes: int, stop: asyncio.Event) -> None:
+    """Once resident memory passes `megabytes`: SIGTERM to this process, which drains (readiness fails,
+    keep-alive connections are closed for --shutdown-delay-seconds, reviews in flight finish) and exits; its
+    supervisor starts it again. Checked every 2 s, from 2 s after the start."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=2.0)
+            return
+        resident = resident_mb()
+        if resident > megabytes:
+            log.warning("resident memory %.0f MiB is past --restart-above-mb %d: draining, then exiting to be "
+                        "started again", resident, megabytes)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
 
 
 def settle_heap() -> None:
