@@ -71,8 +71,8 @@ def test_imports_point_down_the_layers() -> None:
 def test_public_api_is_exported() -> None:
     assert sorted(webhook.__all__) == sorted(
         ["AdmissionRequest", "Allow", "Audit", "ClusterUnavailable", "Deny", "GroupVersionKind",
-         "GroupVersionResource", "Patch", "UserInfo", "Warn", "allow", "audit", "deny", "mutating", "patch",
-         "pod_metadata", "pod_spec", "pod_spec_path", "validating", "warn"])
+         "GroupVersionResource", "Patch", "UserInfo", "Warn", "allow", "audit", "deny", "helper_module", "mutating",
+         "patch", "pod_metadata", "pod_spec", "pod_spec_path", "validating", "warn"])
     for name in webhook.__all__:
         assert getattr(webhook, name) is not None
 

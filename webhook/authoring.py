@@ -8,8 +8,13 @@ None (allow), one result, or a list of results.
 from __future__ import annotations
 
 import datetime
+import hashlib
+import importlib.util
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
 from typing import Any, Literal, TypeVar
 
 from webhook.state import EMPTY, ClusterState
@@ -228,3 +233,26 @@ def mutating(name: str | None = None, *, resources: Sequence[str], api_groups: S
                    api_versions=api_versions, operations=operations, namespace_selector=namespace_selector,
                    object_selector=object_selector, failure_policy=failure_policy, params=params,
                    pod_templates=pod_templates)
+
+
+def import_file(path: Path, module_name: str) -> ModuleType:
+    """The module in `path`, executed under `module_name` (registered while it runs, for dataclasses and
+    typing, and not kept in sys.modules afterwards). The loader imports policy files with it."""
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.modules.pop(module_name, None)
+    return module
+
+
+def helper_module(policy_file: str, name: str) -> ModuleType:
+    """A helper module next to a policy file (`_quantity = helper_module(__file__, "_quantity")`): the
+    policies folder is not a package, and the loader skips files whose names start with `_` but reloads the
+    policies when they change."""
+    path = Path(policy_file).with_name(f"{name}.py")
+    return import_file(path, f"webhook_helper_{hashlib.sha256(str(path).encode()).hexdigest()[:12]}")

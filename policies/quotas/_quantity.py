@@ -1,9 +1,9 @@
 """Exact Kubernetes quantities and a Pod's effective requests, shared by the quotas policies.
 
-Not a policy module: the loader skips names starting with `_`. Policy modules load it by path
-(`importlib` relative to their own `__file__`, since the policies folder is not a package):
+Not a policy module: the loader skips names starting with `_`. Policy modules load it next to their own
+file (the policies folder is not a package):
 
-    _quantity = _load_helper()          # see any quotas/*.py module
+    _quantity = helper_module(__file__, "_quantity")
     _quantity.parse("1.5Gi")            # Fraction(1610612736)
 
 Values are `fractions.Fraction`, so `parse("0.1") * 3 == parse("300m")` holds exactly (a float would not).

@@ -26,24 +26,11 @@ requires.
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
 from typing import Any
 
-from webhook import AdmissionRequest, mutating, patch, pod_spec, pod_spec_path
+from webhook import AdmissionRequest, helper_module, mutating, patch, pod_spec, pod_spec_path
 
-
-def _load_helper() -> Any:
-    path = pathlib.Path(__file__).with_name("_quantity.py")
-    spec = importlib.util.spec_from_file_location(f"{__name__}_quantity", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_quantity = _load_helper()
+_quantity = helper_module(__file__, "_quantity")
 
 DEFAULTS = {
     "defaultRequest": {"cpu": "100m", "memory": "128Mi"},

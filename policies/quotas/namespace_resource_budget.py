@@ -35,25 +35,12 @@ Parameters (params): annotations, a map of resource name to the namespace annota
 from __future__ import annotations
 
 import datetime
-import importlib.util
-import pathlib
 from fractions import Fraction
 from typing import Any
 
-from webhook import AdmissionRequest, deny, validating, warn
+from webhook import AdmissionRequest, deny, helper_module, validating, warn
 
-
-def _load_helper() -> Any:
-    path = pathlib.Path(__file__).with_name("_quantity.py")
-    spec = importlib.util.spec_from_file_location(f"{__name__}_quantity", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_quantity = _load_helper()
+_quantity = helper_module(__file__, "_quantity")
 
 PARAMS = {"annotations": {"cpu": "quotas.webhook.dev/cpu", "memory": "quotas.webhook.dev/memory"}}
 

@@ -26,25 +26,12 @@ PARAMS below.
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
 from fractions import Fraction
 from typing import Any
 
-from webhook import AdmissionRequest, deny, pod_spec, validating
+from webhook import AdmissionRequest, deny, helper_module, pod_spec, validating
 
-
-def _load_helper() -> Any:
-    path = pathlib.Path(__file__).with_name("_quantity.py")
-    spec = importlib.util.spec_from_file_location(f"{__name__}_quantity", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_quantity = _load_helper()
+_quantity = helper_module(__file__, "_quantity")
 
 PARAMS: dict[str, Any] = {
     "teamLabel": "team",

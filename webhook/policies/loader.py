@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import inspect
 import os
 import re
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -15,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from webhook.authoring import POLICY_MARK, PythonPolicySpec, pod_templates_rules
+from webhook.authoring import POLICY_MARK, PythonPolicySpec, import_file, pod_templates_rules
 from webhook.errors import PolicyLoadError, SourceProblem
 from webhook.policies.cel import (
     CelCompileError,
@@ -325,7 +323,7 @@ class _Compiler:
         display = self.display(path)
         module_name = f"webhook_policy_{generation}_{hashlib.sha256(str(path).encode()).hexdigest()[:12]}"
         try:
-            module = _import_module(path, module_name)
+            module = import_file(path, module_name)
         except SyntaxError as error:
             self.problems.append(SourceProblem(display, error.lineno or 1, error.offset or 1,
                                                f"Python syntax error: {error.msg}"))
@@ -386,19 +384,6 @@ class _Compiler:
                     "(admissionregistration.k8s.io v1, v1beta1, v1alpha1), v1/Namespace, objects of a kind "
                     "a policy names as paramKind, and Python modules")))
         self.params.finish()
-
-
-def _import_module(path: Path, module_name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module  # dataclasses and typing look a module up while it executes
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.modules.pop(module_name, None)
-    return module
 
 
 def _marked_functions(module: ModuleType) -> Iterator[Any]:
