@@ -25,8 +25,6 @@ from webhook.policies.cel import (
 from webhook.policies.compiled import (
     CompiledMutation,
     CompiledPolicy,
-    CompiledValidation,
-    CompiledVariable,
     PolicySet,
 )
 from webhook.policies.matching import uses_resource_names
@@ -39,7 +37,15 @@ from webhook.policies.model import (
     RuleWithOperations,
     Variable,
 )
-from webhook.policies.native import MODELS, NativeDocuments, is_native, rewrite_object_literals, with_defaults
+from webhook.policies.native import (
+    MODELS,
+    NativeDocuments,
+    compile_validations,
+    compile_variables,
+    is_native,
+    rewrite_object_literals,
+    with_defaults,
+)
 from webhook.policies.params import ParamStore
 from webhook.policies.scope import PolicyScope, referenced_variables
 from webhook.yamlsource import Document, FieldPath, parse_documents, validation_problems
@@ -231,26 +237,8 @@ class _Compiler:
                                           condition.expression, "bool", scope))
             for i, condition in enumerate(spec.matchConditions)
         )
-        variables: list[CompiledVariable] = []
-        for i, variable in enumerate(spec.variables):
-            earlier = PolicyScope(params_key, {v.name: v.expression for v in spec.variables[:i]})
-            program = self.compile(document, ("spec", "variables", i, "expression"), variable.expression, "any",
-                                   earlier)
-            if program is not None:
-                variables.append(CompiledVariable(variable.name, program,
-                                                  tuple(referenced_variables(variable.expression))))
-        validations = []
-        for i, validation in enumerate(spec.validations):
-            at = ("spec", "validations", i)
-            program = self.compile(document, (*at, "expression"), validation.expression, "bool", scope)
-            message_program = None
-            if validation.messageExpression is not None:
-                message_program = self.compile(document, (*at, "messageExpression"),
-                                               validation.messageExpression, "string", scope)
-            if program is not None:
-                validations.append(CompiledValidation(
-                    validation.expression, program, validation.message, message_program,
-                    validation.reason or _REASON_DEFAULT))
+        variables = compile_variables(self, document, spec.variables, params_key, definitions)
+        validations = compile_validations(self, document, spec.validations, scope, default_reason=_REASON_DEFAULT)
         annotations = []
         for i, annotation in enumerate(spec.auditAnnotations):
             full_key = f"{name}.{annotation.key}"

@@ -271,6 +271,37 @@ class Compiler(Protocol):
                 *, typed_objects: bool = False) -> Program | None: ...
 
 
+def compile_variables(compiler: Compiler, document: Document, variables: Any, params_key: str | None,
+                      sources: dict[str, str], *, typed_objects: bool = False) -> list[CompiledVariable]:
+    """`spec.variables` of either policy kind, each seeing the params and the variables before it. `sources`:
+    every variable's source as compiled (what closed expressions inline)."""
+    compiled = []
+    for i, variable in enumerate(variables):
+        earlier = PolicyScope(params_key, {v.name: sources[v.name] for v in variables[:i]})
+        program = compiler.compile(document, ("spec", "variables", i, "expression"), variable.expression, "any",
+                                   earlier, typed_objects=typed_objects)
+        if program is not None:
+            compiled.append(CompiledVariable(variable.name, program, tuple(referenced_variables(variable.expression))))
+    return compiled
+
+
+def compile_validations(compiler: Compiler, document: Document, validations: Any, scope: PolicyScope, *,
+                        default_reason: str) -> list[CompiledValidation]:
+    """`spec.validations` of either policy kind: expression, messageExpression, message and reason."""
+    compiled = []
+    for i, validation in enumerate(validations):
+        at = ("spec", "validations", i)
+        program = compiler.compile(document, (*at, "expression"), validation.expression, "bool", scope)
+        message_program = None
+        if validation.messageExpression is not None:
+            message_program = compiler.compile(document, (*at, "messageExpression"), validation.messageExpression,
+                                               "string", scope)
+        if program is not None:
+            compiled.append(CompiledValidation(validation.expression, program, validation.message, message_program,
+                                               validation.reason or default_reason))
+    return compiled
+
+
 @dataclass
 class NativeDocuments:
     """The native objects of a directory, until every file is read and bindings can be paired."""
@@ -330,27 +361,12 @@ def _compile_pair(compiler: Compiler, document: Document, policy: ValidatingPoli
     conditions = tuple((c.name, compiler.compile(document, ("spec", "matchConditions", i, "expression"),
                                                  c.expression, "bool", scope))
                        for i, c in enumerate(spec.matchConditions))
-    variables = []
-    for i, variable in enumerate(spec.variables):
-        earlier = PolicyScope(params_key, {v.name: sources[v.name] for v in spec.variables[:i]})
-        program = compiler.compile(document, ("spec", "variables", i, "expression"), variable.expression, "any",
-                                   earlier, typed_objects=mutating)
-        if program is not None:
-            variables.append(CompiledVariable(variable.name, program, tuple(referenced_variables(variable.expression))))
+    variables = compile_variables(compiler, document, spec.variables, params_key, sources, typed_objects=mutating)
     validations: list[CompiledValidation] = []
     annotations: list[tuple[str, Program]] = []
     mutations: list[CompiledMutation] = []
     if isinstance(policy, ValidatingPolicy):
-        for i, validation in enumerate(policy.spec.validations):
-            at = ("spec", "validations", i)
-            program = compiler.compile(document, (*at, "expression"), validation.expression, "bool", scope)
-            message_program = None
-            if validation.messageExpression is not None:
-                message_program = compiler.compile(document, (*at, "messageExpression"),
-                                                   validation.messageExpression, "string", scope)
-            if program is not None:
-                validations.append(CompiledValidation(validation.expression, program, validation.message,
-                                                      message_program, validation.reason or "Invalid"))
+        validations = compile_validations(compiler, document, policy.spec.validations, scope, default_reason="Invalid")
         for i, annotation in enumerate(policy.spec.auditAnnotations):
             program = compiler.compile(document, ("spec", "auditAnnotations", i, "valueExpression"),
                                        annotation.valueExpression, "any", scope)
