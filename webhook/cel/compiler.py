@@ -1,0 +1,419 @@
+"""The checked expression tree, planned once into Python closures that evaluate on plain values.
+
+As cel-go's planner does: one constructor per node kind, calls resolved by the overload ids the checker put in the
+reference map, errors as `CelError` that `&&`, `||`, `@not_strictly_false` and comprehension accumulators catch
+and hold as values. The common comprehension macros (`all`, `exists`, `exists_one`, `map`, `filter`, `cel.bind`)
+are recognised by their expanded shape and run as plain Python loops; any other comprehension runs the general
+loop. Comprehension variables live in numbered slots of the evaluation's frame, assigned at plan time.
+
+Cost: every node is charged as it is planned (a static count), and a comprehension charges its loop body's count
+for each iteration, against the frame's limit; Kubernetes' figures for library calls are in webhook.cel.cost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from webhook.cel import stdlib
+from webhook.cel.functions import FunctionTable, Overload
+from webhook.cel.proto import checked_pb2, syntax_pb2
+from webhook.cel.values import TYPE_NAMES, CelError, CelType, NoSuchOverload, Optional, UInt, map_get
+
+COST_LIMIT_MESSAGE = "operation cancelled: actual cost limit exceeded"
+
+
+class Frame:
+    """The state of one evaluation: variable bindings, comprehension slots, cost so far and its limit."""
+
+    __slots__ = ("bindings", "cost", "limit", "slots")
+
+    def __init__(self, bindings: Mapping[str, Any], slot_count: int, limit: int) -> None:
+        self.bindings = bindings
+        self.slots: list[Any] = [None] * slot_count
+        self.cost = 0
+        self.limit = limit
+
+
+Eval = Callable[[Frame], Any]
+
+
+class PlanError(Exception):
+    """The tree uses something this runtime does not implement (reported as a compile error)."""
+
+
+class _Held:
+    """An error kept as a comprehension accumulator's value, raised again where the accumulator is read."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: CelError) -> None:
+        self.error = error
+
+
+_MISSING = object()
+
+
+class Planner:
+    def __init__(self, *, functions: FunctionTable, references: Mapping[int, checked_pb2.Reference],
+                 types: Mapping[int, checked_pb2.Type], variables: frozenset[str], container: str = "") -> None:
+        self.functions = functions
+        self.references = references
+        self.types = types
+        self.variables = variables
+        self.container = container
+        self.scopes: list[dict[str, tuple[int, bool]]] = []  # name -> (slot, may hold an error)
+        self.slot_count = 0
+        self.static_cost = 0
+
+    # --- entry ------------------------------------------------------------------------------------------
+
+    def plan(self, expr: syntax_pb2.Expr) -> Eval:
+        kind = expr.WhichOneof("expr_kind")
+        if kind == "const_expr":
+            value = _constant(expr.const_expr)
+            return lambda frame: value
+        self.static_cost += 1
+        if kind == "ident_expr":
+            return self._ident(expr.id, expr.ident_expr.name)
+        if kind == "select_expr":
+            return self._select(expr)
+        if kind == "call_expr":
+            return self._call(expr)
+        if kind == "list_expr":
+            self.static_cost += 9
+            return self._list(expr.list_expr)
+        if kind == "struct_expr":
+            self.static_cost += 29
+            return self._struct(expr.struct_expr)
+        if kind == "comprehension_expr":
+            return self._comprehension(expr.comprehension_expr)
+        raise PlanError(f"unsupported expression kind {kind}")
+
+    # --- identifiers and selection ----------------------------------------------------------------------
+
+    def _ident(self, node: int, name: str) -> Eval:
+        for scope in reversed(self.scopes):
+            if name in scope:
+                return _slot_reader(*scope[name])
+        reference = self.references.get(node)
+        if reference is not None and reference.name:
+            name = reference.name
+            if reference.HasField("value"):
+                value = _constant(reference.value)
+                return lambda frame: value
+        if name in self.variables or name not in TYPE_NAMES:
+            return _binding_reader(name)
+        cel_type = TYPE_NAMES[name]
+        return lambda frame: cel_type
+
+    def _select(self, expr: syntax_pb2.Expr) -> Eval:
+        select = expr.select_expr
+        reference = self.references.get(expr.id)
+        if reference is not None and reference.name and not reference.overload_id:
+            return self._ident(expr.id, reference.name)  # a qualified name the checker resolved
+        if not self.references and not select.test_only:
+            qualified = _qualified_name(expr)
+            if qualified is not None and qualified in self.variables and not self._bound(qualified):
+                return _binding_reader(qualified)
+        operand = self.plan(select.operand)
+        field = select.field
+        if select.test_only:
+            return _presence(operand, field)
+        return _field(operand, field)
+
+    def _bound(self, name: str) -> bool:
+        root = name.split(".", 1)[0]
+        return any(root in scope for scope in self.scopes)
+
+    # --- calls ------------------------------------------------------------------------------------------
+
+    def _call(self, expr: syntax_pb2.Expr) -> Eval:
+        call = expr.call_expr
+        function = call.function
+        raw = ([call.target] if call.HasField("target") else []) + list(call.args)
+        special = _SPECIAL.get(function)
+        if special is not None and len(raw) == special[1]:
+            return special[0](self, raw)
+        args = [self.plan(arg) for arg in raw]
+        reference = self.references.get(expr.id)
+        ids = list(reference.overload_id) if reference is not None else []
+        overloads = [found for found in (self.functions.get(i) for i in ids) if found is not None]
+        if not overloads and not ids:  # an unchecked tree: every overload of that name
+            overloads = [o for o in self.functions.by_function(function) if len(o.kinds) == len(args)]
+        implementation = stdlib.STANDARD.get(function)
+        if overloads:
+            unresolved = len(overloads) < len(ids)
+            return _dispatch(function, overloads, args, fallback=implementation if unresolved else None)
+        if implementation is None:
+            raise PlanError(f"function {function!r} ({', '.join(ids) or 'no overload'}) is not implemented")
+        return _strict_call(implementation, args)
+
+    def _and(self, raw: Sequence[syntax_pb2.Expr]) -> Eval:
+        return _logical(self.plan(raw[0]), self.plan(raw[1]), absorbing=False)
+
+    def _or(self, raw: Sequence[syntax_pb2.Expr]) -> Eval:
+        return _logical(self.plan(raw[0]), self.plan(raw[1]), absorbing=True)
+
+    def _conditional(self, raw: Sequence[syntax_pb2.Expr]) -> Eval:
+        condition, then, otherwise = (self.plan(arg) for arg in raw)
+
+        def conditional(frame: Frame) -> Any:
+            test = condition(frame)
+            if test is True:
+                return then(frame)
+            if test is False:
+                return otherwise(frame)
+            raise NoSuchOverload("_?_:_")
+
+        return conditional
+
+    def _not_strictly_false(self, raw: Sequence[syntax_pb2.Expr]) -> Eval:
+        operand = self.plan(raw[0])
+
+        def not_strictly_false(frame: Frame) -> bool:
+            try:
+                return operand(frame) is not False
+            except CelError:
+                return True
+
+        return not_strictly_false
+
+    def _optional_or(self, raw: Sequence[syntax_pb2.Expr], *, unwrap: bool) -> Eval:
+        first, second = self.plan(raw[0]), self.plan(raw[1])
+
+        def optional_or(frame: Frame) -> Any:
+            value = first(frame)
+            if type(value) is not Optional:
+                raise NoSuchOverload("orValue" if unwrap else "or")
+            if value.present:
+                return value.value if unwrap else value
+            alternative = second(frame)
+            if not unwrap and type(alternative) is not Optional:
+                raise NoSuchOverload("or")
+            return alternative
+
+        return optional_or
+
+    # --- literals ---------------------------------------------------------------------------------------
+
+    def _list(self, literal: syntax_pb2.Expr.CreateList) -> Eval:
+        elements = [self.plan(element) for element in literal.elements]
+        optional = frozenset(literal.optional_indices)
+        if not optional:
+            if not elements:
+                return lambda frame: []
+            return lambda frame: [element(frame) for element in elements]
+        marked = [(element, index in optional) for index, element in enumerate(elements)]
+
+        def create(frame: Frame) -> list[Any]:
+            out = []
+            for element, is_optional in marked:
+                value = element(frame)
+                if is_optional:
+                    if type(value) is not Optional:
+                        raise NoSuchOverload("optional list element")
+                    if not value.present:
+                        continue
+                    value = value.value
+                out.append(value)
+            return out
+
+        return create
+
+    def _struct(self, literal: syntax_pb2.Expr.CreateStruct) -> Eval:
+        if literal.message_name:
+            raise PlanError(f"message construction ({literal.message_name}) is not supported: Kubernetes objects "
+                            "are maps")
+        entries = [(self.plan(entry.map_key), self.plan(entry.value), entry.optional_entry)
+                   for entry in literal.entries]
+
+        def create(frame: Frame) -> dict[Any, Any]:
+            out: dict[Any, Any] = {}
+            for key_of, value_of, is_optional in entries:
+                key = key_of(frame)
+                if not isinstance(key, str | int) or isinstance(key, float):
+                    raise CelError(f"unsupported key type: {type(key).__name__}")
+                if map_get(out, key, _MISSING) is not _MISSING:
+                    raise CelError(f"Failed with repeated key: {key}")
+                value = value_of(frame)
+                if is_optional:
+                    if type(value) is not Optional:
+                        raise NoSuchOverload("optional map entry")
+                    if not value.present:
+                        continue
+                    value = value.value
+                out[key] = value
+            return out
+
+        return create
+
+    # --- comprehensions ---------------------------------------------------------------------------------
+
+    def _comprehension(self, comprehension: syntax_pb2.Expr.Comprehension) -> Eval:
+        from webhook.cel.comprehensions import plan_comprehension
+
+        return plan_comprehension(self, comprehension)
+
+    def allocate(self) -> int:
+        self.slot_count += 1
+        return self.slot_count - 1
+
+
+def _qualified_name(expr: syntax_pb2.Expr) -> str | None:
+    parts = []
+    while expr.WhichOneof("expr_kind") == "select_expr":
+        parts.append(expr.select_expr.field)
+        expr = expr.select_expr.operand
+    if expr.WhichOneof("expr_kind") != "ident_expr":
+        return None
+    parts.append(expr.ident_expr.name)
+    return ".".join(reversed(parts))
+
+
+def _constant(constant: syntax_pb2.Constant) -> Any:
+    kind = constant.WhichOneof("constant_kind")
+    if kind == "null_value":
+        return None
+    if kind == "uint64_value":
+        return UInt(constant.uint64_value)
+    if kind in ("bool_value", "int64_value", "double_value", "string_value", "bytes_value"):
+        return getattr(constant, kind)
+    raise PlanError(f"unsupported constant {kind}")
+
+
+def _slot_reader(slot: int, may_hold_error: bool) -> Eval:
+    if not may_hold_error:
+        return lambda frame: frame.slots[slot]
+
+    def read(frame: Frame) -> Any:
+        value = frame.slots[slot]
+        if type(value) is _Held:
+            raise value.error
+        return value
+
+    return read
+
+
+def _binding_reader(name: str) -> Eval:
+    def read(frame: Frame) -> Any:
+        try:
+            return frame.bindings[name]
+        except KeyError:
+            raise CelError(f"no such attribute(s): {name}") from None
+
+    return read
+
+
+def _field(operand: Eval, field: str) -> Eval:
+    def select(frame: Frame) -> Any:
+        value = operand(frame)
+        if type(value) is dict:
+            try:
+                return value[field]
+            except KeyError:
+                raise CelError(f"no such key: {field}") from None
+        if isinstance(value, dict):  # a map computed on access (the `variables` of a policy)
+            return value[field]
+        raise _no_field(value, field)
+
+    return select
+
+
+def _no_field(value: Any, field: str) -> CelError:
+    if value is None:
+        return CelError(f"no such key: {field}")
+    return NoSuchOverload("select")
+
+
+def _presence(operand: Eval, field: str) -> Eval:
+    def has(frame: Frame) -> bool:
+        value = operand(frame)
+        if isinstance(value, dict):
+            return field in value
+        raise NoSuchOverload("has")
+
+    return has
+
+
+def _logical(left: Eval, right: Eval, *, absorbing: bool) -> Eval:
+    """`&&` (absorbing False) or `||` (absorbing True): an error on one side gives way to the absorbing value on
+    the other, in either order; an operand that is not a bool is a `no such overload` error."""
+
+    def logical(frame: Frame) -> bool:
+        try:
+            first = left(frame)
+        except CelError as error:
+            first_error: CelError | None = error
+        else:
+            if first is absorbing:
+                return bool(absorbing)
+            first_error = None if type(first) is bool else NoSuchOverload("_&&_" if not absorbing else "_||_")
+        try:
+            second = right(frame)
+        except CelError:
+            if first_error is not None:
+                raise first_error from None
+            raise
+        if second is absorbing:
+            return bool(absorbing)
+        if type(second) is not bool:
+            raise first_error or NoSuchOverload("_&&_" if not absorbing else "_||_")
+        if first_error is not None:
+            raise first_error
+        return not absorbing
+
+    return logical
+
+
+def _strict_call(implementation: Callable[..., Any], args: Sequence[Eval]) -> Eval:
+    if len(args) == 0:
+        return lambda frame: implementation()
+    if len(args) == 1:
+        (only,) = args
+        return lambda frame: implementation(only(frame))
+    if len(args) == 2:
+        first, second = args
+        return lambda frame: implementation(first(frame), second(frame))
+    return lambda frame: implementation(*[arg(frame) for arg in args])
+
+
+def _dispatch(function: str, overloads: Sequence[Overload], args: Sequence[Eval],
+              *, fallback: Callable[..., Any] | None = None) -> Eval:
+    """A call among `overloads` (by the argument types, where more than one remains), else `fallback` (a
+    standard function that takes every type it is defined for)."""
+    if len(overloads) == 1 and fallback is None and all(kind is None for kind in overloads[0].kinds):
+        return _strict_call(overloads[0].impl, args)
+    if len(overloads) == 1 and fallback is None:
+        only = overloads[0]
+
+        def checked_call(frame: Frame) -> Any:
+            values = [arg(frame) for arg in args]
+            if not only.accepts(values):
+                raise NoSuchOverload(function)
+            return only.impl(*values)
+
+        return checked_call
+
+    def dynamic_call(frame: Frame) -> Any:
+        values = [arg(frame) for arg in args]
+        for overload in overloads:
+            if overload.accepts(values):
+                return overload.impl(*values)
+        if fallback is not None:
+            return fallback(*values)
+        raise NoSuchOverload(function)
+
+    return dynamic_call
+
+
+_SPECIAL: dict[str, tuple[Callable[[Planner, Sequence[syntax_pb2.Expr]], Eval], int]] = {
+    "_&&_": (Planner._and, 2),
+    "_||_": (Planner._or, 2),
+    "_?_:_": (Planner._conditional, 3),
+    "@not_strictly_false": (Planner._not_strictly_false, 1),
+    "or": (lambda planner, raw: planner._optional_or(raw, unwrap=False), 2),
+    "orValue": (lambda planner, raw: planner._optional_or(raw, unwrap=True), 2),
+}
+
+__all__ = ["COST_LIMIT_MESSAGE", "CelType", "Eval", "Frame", "PlanError", "Planner"]

@@ -1,0 +1,293 @@
+"""Comprehensions: the macros recognised by their expanded shape and run as Python loops, and the general fold.
+
+Each form keeps CEL's semantics exactly: `all` and `exists` stop at the first deciding element and keep the
+first error only if nothing decides; `exists_one`, `map` and `filter` fail with the first error. Every iteration
+charges the loop body's static cost, so that a runaway nesting ends at the cost limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from webhook.cel.proto import syntax_pb2
+from webhook.cel.values import CelError, NoSuchOverload
+
+if TYPE_CHECKING:
+    from webhook.cel.compiler import Eval, Frame, Planner
+
+
+class CostLimitExceeded(Exception):
+    """The evaluation's cost passed its limit: it ends here, whatever `&&` or `||` would absorb."""
+
+
+def charge(frame: Frame, cost: int) -> None:
+    frame.cost += cost
+    if frame.cost > frame.limit:
+        raise CostLimitExceeded
+
+
+def _range(value: Any) -> Iterable[Any]:
+    if isinstance(value, list | tuple | dict):
+        return value
+    raise NoSuchOverload("comprehension range")
+
+
+def _is_ident(expr: syntax_pb2.Expr, name: str) -> bool:
+    return expr.WhichOneof("expr_kind") == "ident_expr" and expr.ident_expr.name == name
+
+
+def _is_call(expr: syntax_pb2.Expr, function: str, arity: int) -> bool:
+    if expr.WhichOneof("expr_kind") != "call_expr":
+        return False
+    call = expr.call_expr
+    return call.function == function and len(call.args) == arity and not call.HasField("target")
+
+
+def _is_const(expr: syntax_pb2.Expr, value: Any) -> bool:
+    if expr.WhichOneof("expr_kind") != "const_expr":
+        return value == [] and expr.WhichOneof("expr_kind") == "list_expr" and not expr.list_expr.elements
+    constant = expr.const_expr
+    kind = constant.WhichOneof("constant_kind")
+    return kind is not None and type(getattr(constant, kind)) is type(value) and getattr(constant, kind) == value
+
+
+def _appended(expr: syntax_pb2.Expr, accu: str) -> syntax_pb2.Expr | None:
+    """F when `expr` is `accu + [F]`."""
+    if not _is_call(expr, "_+_", 2) or not _is_ident(expr.call_expr.args[0], accu):
+        return None
+    added = expr.call_expr.args[1]
+    if added.WhichOneof("expr_kind") != "list_expr" or len(added.list_expr.elements) != 1 or \
+            added.list_expr.optional_indices:
+        return None
+    return added.list_expr.elements[0]
+
+
+def _conditional_step(step: syntax_pb2.Expr, accu: str) -> tuple[syntax_pb2.Expr, syntax_pb2.Expr] | None:
+    """(P, X) when `step` is `P ? X : accu`."""
+    if not _is_call(step, "_?_:_", 3) or not _is_ident(step.call_expr.args[2], accu):
+        return None
+    return step.call_expr.args[0], step.call_expr.args[1]
+
+
+def plan_comprehension(planner: Planner, node: syntax_pb2.Expr.Comprehension) -> Eval:
+    accu, step, condition, result = node.accu_var, node.loop_step, node.loop_condition, node.result
+    if node.iter_var2 == "" and node.iter_range.WhichOneof("expr_kind") == "list_expr" and \
+            not node.iter_range.list_expr.elements and _is_const(condition, False):
+        return _bind(planner, node)
+    simple = node.iter_var2 == "" and _is_ident(result, accu)
+    if simple and _is_const(node.accu_init, True) and _is_call(condition, "@not_strictly_false", 1) and \
+            _is_ident(condition.call_expr.args[0], accu) and _is_call(step, "_&&_", 2) and \
+            _is_ident(step.call_expr.args[0], accu):
+        return _quantifier(planner, node, step.call_expr.args[1], deciding=False)
+    if simple and _is_const(node.accu_init, False) and _is_call(condition, "@not_strictly_false", 1) and \
+            _is_call(condition.call_expr.args[0], "!_", 1) and _is_call(step, "_||_", 2) and \
+            _is_ident(step.call_expr.args[0], accu):
+        return _quantifier(planner, node, step.call_expr.args[1], deciding=True)
+    if simple and _is_const(node.accu_init, []) and _is_const(condition, True):
+        mapped = _appended(step, accu)
+        if mapped is not None:
+            return _map(planner, node, None, mapped)
+        guarded = _conditional_step(step, accu)
+        if guarded is not None and _appended(guarded[1], accu) is not None:
+            return _map(planner, node, guarded[0], _appended(guarded[1], accu))  # type: ignore[arg-type]
+    if node.iter_var2 == "" and _is_const(node.accu_init, 0) and _is_const(condition, True) and \
+            _is_call(result, "_==_", 2) and _is_ident(result.call_expr.args[0], accu) and \
+            _is_const(result.call_expr.args[1], 1):
+        guarded = _conditional_step(step, accu)
+        if guarded is not None and _is_call(guarded[1], "_+_", 2) and \
+                _is_ident(guarded[1].call_expr.args[0], accu) and _is_const(guarded[1].call_expr.args[1], 1):
+            return _exists_one(planner, node, guarded[0])
+    return _fold(planner, node)
+
+
+def _loop_body(planner: Planner, node: syntax_pb2.Expr.Comprehension,
+               plan_body: Callable[[], tuple[Eval, ...]]) -> tuple[Eval, int, int, tuple[Eval, ...]]:
+    """The range (planned outside the loop's scope), the body's cost per iteration, the iteration variable's
+    slot, and the body's planned parts."""
+    iter_range = planner.plan(node.iter_range)
+    slot = planner.allocate()
+    planner.scopes.append({node.iter_var: (slot, False)})
+    before = planner.static_cost
+    try:
+        parts = plan_body()
+    finally:
+        planner.scopes.pop()
+    body_cost = max(1, planner.static_cost - before)
+    planner.static_cost = before
+    return iter_range, body_cost, slot, parts
+
+
+def _quantifier(planner: Planner, node: syntax_pb2.Expr.Comprehension, predicate: syntax_pb2.Expr,
+                *, deciding: bool) -> Eval:
+    """`all` (deciding=False: the first false decides) and `exists` (deciding=True)."""
+    iter_range, body_cost, index, (test,) = _loop_body(planner, node, lambda: (planner.plan(predicate),))
+
+    def quantifier(frame: Frame) -> bool:
+        first_error: CelError | None = None
+        slots = frame.slots
+        for item in _range(iter_range(frame)):
+            frame.cost += body_cost
+            if frame.cost > frame.limit:
+                raise CostLimitExceeded
+            slots[index] = item
+            try:
+                value = test(frame)
+            except CelError as error:
+                if first_error is None:
+                    first_error = error
+                continue
+            if value is deciding:
+                return bool(deciding)
+            if type(value) is not bool and first_error is None:
+                first_error = NoSuchOverload("_||_" if deciding else "_&&_")
+        if first_error is not None:
+            raise first_error
+        return not deciding
+
+    return quantifier
+
+
+def _map(planner: Planner, node: syntax_pb2.Expr.Comprehension, guard: syntax_pb2.Expr | None,
+         transform: syntax_pb2.Expr) -> Eval:
+    """`map(x, f)`, `map(x, p, f)` and `filter(x, p)` (whose transform is `x` itself)."""
+
+    def body() -> tuple[Eval, ...]:
+        return (planner.plan(transform), planner.plan(guard) if guard is not None else _always_true)
+
+    iter_range, body_cost, index, (produce, keep) = _loop_body(planner, node, body)
+    if guard is None:
+        def mapped(frame: Frame) -> list[Any]:
+            slots = frame.slots
+            out = []
+            for item in _range(iter_range(frame)):
+                frame.cost += body_cost
+                if frame.cost > frame.limit:
+                    raise CostLimitExceeded
+                slots[index] = item
+                out.append(produce(frame))
+            return out
+
+        return mapped
+
+    def filtered(frame: Frame) -> list[Any]:
+        slots = frame.slots
+        out = []
+        for item in _range(iter_range(frame)):
+            frame.cost += body_cost
+            if frame.cost > frame.limit:
+                raise CostLimitExceeded
+            slots[index] = item
+            test = keep(frame)
+            if test is True:
+                out.append(produce(frame))
+            elif test is not False:
+                raise NoSuchOverload("_?_:_")
+        return out
+
+    return filtered
+
+
+def _always_true(frame: Frame) -> bool:
+    return True
+
+
+def _exists_one(planner: Planner, node: syntax_pb2.Expr.Comprehension, predicate: syntax_pb2.Expr) -> Eval:
+    iter_range, body_cost, index, (test,) = _loop_body(planner, node, lambda: (planner.plan(predicate),))
+
+    def exists_one(frame: Frame) -> bool:
+        slots = frame.slots
+        count = 0
+        for item in _range(iter_range(frame)):
+            frame.cost += body_cost
+            if frame.cost > frame.limit:
+                raise CostLimitExceeded
+            slots[index] = item
+            value = test(frame)
+            if value is True:
+                count += 1
+            elif value is not False:
+                raise NoSuchOverload("_?_:_")
+        return count == 1
+
+    return exists_one
+
+
+def _bind(planner: Planner, node: syntax_pb2.Expr.Comprehension) -> Eval:
+    """`cel.bind(name, init, result)`: init once (an error kept until the name is read), then result."""
+    from webhook.cel.compiler import _Held
+
+    init = planner.plan(node.accu_init)
+    slot = planner.allocate()
+    planner.scopes.append({node.accu_var: (slot, True)})
+    try:
+        result = planner.plan(node.result)
+    finally:
+        planner.scopes.pop()
+
+    def bind(frame: Frame) -> Any:
+        try:
+            frame.slots[slot] = init(frame)
+        except CelError as error:
+            frame.slots[slot] = _Held(error)
+        return result(frame)
+
+    return bind
+
+
+def _fold(planner: Planner, node: syntax_pb2.Expr.Comprehension) -> Eval:
+    """The general comprehension, as the CEL specification defines it."""
+    from webhook.cel.compiler import _Held
+
+    iter_range = planner.plan(node.iter_range)
+    init = planner.plan(node.accu_init)
+    accu_slot, item_slot = planner.allocate(), planner.allocate()
+    second_slot = planner.allocate() if node.iter_var2 else -1
+    loop_scope = {node.iter_var: (item_slot, False), node.accu_var: (accu_slot, True)}
+    if node.iter_var2:
+        loop_scope[node.iter_var2] = (second_slot, False)
+    planner.scopes.append(loop_scope)
+    before = planner.static_cost
+    try:
+        condition, step = planner.plan(node.loop_condition), planner.plan(node.loop_step)
+    finally:
+        planner.scopes.pop()
+    body_cost = max(1, planner.static_cost - before)
+    planner.static_cost = before
+    planner.scopes.append({node.accu_var: (accu_slot, True)})
+    try:
+        result = planner.plan(node.result)
+    finally:
+        planner.scopes.pop()
+    two = bool(node.iter_var2)
+
+    def fold(frame: Frame) -> Any:
+        slots = frame.slots
+        collection = iter_range(frame)
+        if isinstance(collection, dict):
+            pairs: Iterable[tuple[Any, Any]] = collection.items() if two else ((k, None) for k in collection)
+        elif isinstance(collection, list | tuple):
+            pairs = enumerate(collection) if two else ((item, None) for item in collection)
+        else:
+            raise NoSuchOverload("comprehension range")
+        try:
+            slots[accu_slot] = init(frame)
+        except CelError as error:
+            slots[accu_slot] = _Held(error)
+        for first, second in pairs:
+            charge(frame, body_cost)
+            slots[item_slot] = first
+            if two:
+                slots[second_slot] = second
+            keep_going = condition(frame)
+            if keep_going is False:
+                break
+            if keep_going is not True:
+                raise NoSuchOverload("comprehension condition")
+            try:
+                slots[accu_slot] = step(frame)
+            except CelError as error:
+                slots[accu_slot] = _Held(error)
+        return result(frame)
+
+    return fold

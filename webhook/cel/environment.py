@@ -1,0 +1,148 @@
+"""A CEL environment: cel-expr-python's parser and type checker in front, our planner and runtime behind.
+
+The checker gives exact compile errors with positions and resolves every call to its overload ids; the checked
+tree (`Expression.serialize()`, a `google.protobuf.Any` holding `cel.expr.CheckedExpr`) is planned once into
+closures (webhook.cel.compiler) that evaluate on the review's plain JSON values.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from google.protobuf import any_pb2
+
+from webhook.cel.compiler import COST_LIMIT_MESSAGE, Eval, Frame, PlanError, Planner
+from webhook.cel.comprehensions import CostLimitExceeded
+from webhook.cel.functions import FunctionTable
+from webhook.cel.proto import checked_pb2, syntax_pb2
+from webhook.cel.values import CelError
+
+PER_CALL_LIMIT = 1_000_000  # Kubernetes' PerCallLimit: the cost one expression may take
+_ERROR_POSITION = re.compile(r"<input>:(\d+):(\d+): ([^\n]*)")
+_STATUS_PREFIX = re.compile(r"^[A-Z_]+: ")
+
+
+class CelCompileError(Exception):
+    """An expression that does not compile; `line` and `column` are 1-based within the expression."""
+
+    def __init__(self, message: str, *, line: int = 1, column: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+        self.column = column
+
+
+class Program:
+    """One planned expression; `evaluate` may run in any number of threads at once."""
+
+    __slots__ = ("_root", "_slot_count", "_static_cost", "return_type", "source")
+
+    def __init__(self, *, source: str, root: Eval, slot_count: int, static_cost: int, return_type: Any) -> None:
+        self.source = source
+        self.return_type = return_type  # the checker's cel_expr_python Type (None when unchecked)
+        self._root = root
+        self._slot_count = slot_count
+        self._static_cost = static_cost
+
+    def evaluate(self, bindings: Mapping[str, Any], *, cost_limit: int = PER_CALL_LIMIT) -> Any:
+        """The value; raises CelError (cel-go's wording), also when the cost passes `cost_limit`."""
+        return self.evaluate_with_cost(bindings, cost_limit=cost_limit)[0]
+
+    def evaluate_with_cost(self, bindings: Mapping[str, Any], *, cost_limit: int = PER_CALL_LIMIT
+                           ) -> tuple[Any, int]:
+        frame = Frame(bindings, self._slot_count, cost_limit)
+        frame.cost = self._static_cost
+        try:
+            return self._root(frame), frame.cost
+        except CostLimitExceeded:
+            raise CelError(COST_LIMIT_MESSAGE) from None
+        except CelError:
+            raise
+        except RecursionError:
+            raise CelError("max recursion depth exceeded") from None
+        except (ArithmeticError, ValueError, TypeError, KeyError, IndexError, AttributeError) as error:
+            raise CelError(f"internal error: {type(error).__name__}: {error}") from error
+
+
+def standard_functions() -> FunctionTable:
+    """Every overload by id besides the standard operators (webhook.cel.stdlib): the extension libraries and
+    the Kubernetes library."""
+    table = FunctionTable()
+    for module_name in ("webhook.cel.ext_strings", "webhook.cel.ext_math", "webhook.cel.ext_encoders",
+                        "webhook.cel.kubernetes"):
+        try:
+            module = __import__(module_name, fromlist=["FUNCTIONS"])
+        except ImportError:  # pragma: no cover - the libraries are being written
+            continue
+        table.update(module.FUNCTIONS)
+    return table
+
+
+def _kubernetes_declarations(cel: Any) -> list[Any]:
+    try:
+        kubernetes = __import__("webhook.cel.kubernetes", fromlist=["declarations"])
+    except ImportError:  # pragma: no cover
+        return []
+    declarations: list[Any] = kubernetes.declarations(cel)
+    return declarations
+
+
+class Environment:
+    """Declared variables (name -> cel_expr_python Type), CEL's standard library with the strings, math,
+    optional, bindings and encoders extensions, and the Kubernetes library."""
+
+    def __init__(self, variables: Mapping[str, Any] | None = None, *, container: str = "",
+                 functions: FunctionTable | None = None, declarations: Sequence[Any] = ()) -> None:
+        from cel_expr_python import cel
+        from cel_expr_python.ext import ext_bindings, ext_encoders, ext_math, ext_optional, ext_strings
+
+        self._cel = cel
+        self.variables = dict(variables or {})
+        self.container = container
+        self.functions = functions if functions is not None else standard_functions()
+        options: dict[str, Any] = {}
+        if container:
+            options["container"] = container
+        self._env = cel.NewEnv(
+            variables=self.variables,
+            extensions=[ext_strings.ExtStrings(), ext_optional.ExtOptional(), ext_bindings.ExtBindings(),
+                        ext_math.ExtMath(), ext_encoders.ExtEncoders()],
+            functions=[*_kubernetes_declarations(cel), *declarations],
+            **options,
+        )
+
+    def compile(self, source: str, *, disable_check: bool = False) -> Program:
+        try:
+            expression = self._env.compile(source, disable_check=disable_check)
+        except RuntimeError as error:
+            raise _compile_error(str(error)) from error
+        envelope = any_pb2.Any()
+        envelope.ParseFromString(expression.serialize())
+        references: Mapping[int, checked_pb2.Reference] = {}
+        types: Mapping[int, checked_pb2.Type] = {}
+        if envelope.type_url.endswith("/cel.expr.CheckedExpr"):
+            checked = checked_pb2.CheckedExpr()
+            envelope.Unpack(checked)
+            tree, references, types = checked.expr, checked.reference_map, checked.type_map
+            return_type = expression.return_type()
+        else:
+            parsed = syntax_pb2.ParsedExpr()
+            envelope.Unpack(parsed)
+            tree, return_type = parsed.expr, None
+        planner = Planner(functions=self.functions, references=references, types=types,
+                          variables=frozenset(self.variables), container=self.container)
+        try:
+            root = planner.plan(tree)
+        except PlanError as error:
+            raise CelCompileError(str(error)) from error
+        return Program(source=source, root=root, slot_count=planner.slot_count, static_cost=planner.static_cost,
+                       return_type=return_type)
+
+
+def _compile_error(text: str) -> CelCompileError:
+    found = _ERROR_POSITION.search(text)
+    if found is None:
+        return CelCompileError(_STATUS_PREFIX.sub("", " ".join(text.split())))
+    return CelCompileError(found.group(3).strip(), line=int(found.group(1)), column=int(found.group(2)))

@@ -1,0 +1,110 @@
+"""Timestamps and durations in text, as cel-go reads and writes them (RFC 3339; Go's duration syntax)."""
+
+from __future__ import annotations
+
+import datetime
+import re
+import zoneinfo
+
+from webhook.cel.values import CelError, Duration, Timestamp
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))\Z")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_UNIT_NANOS = {"ns": 1, "us": 1000, "µs": 1000, "μs": 1000, "ms": 10**6, "s": 10**9, "m": 60 * 10**9,
+               "h": 3600 * 10**9}
+
+
+def parse_timestamp(text: str) -> Timestamp:
+    found = _RFC3339.match(text)
+    if found is None:
+        raise CelError(f"timestamp parsing error: cannot parse {text!r} as RFC 3339")
+    year, month, day, hour, minute, second = (int(found.group(i)) for i in range(1, 7))
+    fraction = (found.group(7) or "").ljust(9, "0")
+    try:
+        moment = datetime.datetime(year, month, day, hour, minute, second, tzinfo=datetime.UTC)
+    except ValueError as error:
+        raise CelError(f"timestamp parsing error: {error}") from None
+    offset = 0
+    if found.group(9):
+        offset = (int(found.group(10)) * 60 + int(found.group(11))) * 60
+        if found.group(9) == "-":
+            offset = -offset
+    seconds = (moment - _EPOCH) // datetime.timedelta(seconds=1) - offset
+    return Timestamp(seconds * 10**9 + int(fraction or "0"))
+
+
+def format_timestamp(value: Timestamp) -> str:
+    """RFC 3339 in UTC with as many fraction digits as needed (Go's time.RFC3339Nano)."""
+    seconds, nanos = divmod(value.nanos, 10**9)
+    moment = _EPOCH + datetime.timedelta(seconds=seconds)
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    if len(text) < 19:  # years before 1000 lose their leading zeros on some platforms
+        text = f"{moment.year:04d}" + text[text.index("-"):]
+    if nanos:
+        text += "." + f"{nanos:09d}".rstrip("0")
+    return text + "Z"
+
+
+def parse_duration(text: str) -> Duration:
+    """Go's time.ParseDuration: a sign, then numbers with units (`1h30m`, `-1.5s`, `300ms`, `0`)."""
+    rest = text
+    sign = 1
+    if rest[:1] in "+-" and rest:
+        sign = -1 if rest[0] == "-" else 1
+        rest = rest[1:]
+    if rest == "0":
+        return Duration(0)
+    if not rest:
+        raise CelError(f"invalid duration {text!r}")
+    total = 0
+    position = 0
+    while position < len(rest):
+        found = _DURATION_PART.match(rest, position)
+        if found is None:
+            raise CelError(f"invalid duration {text!r}")
+        number, unit = found.group(1), found.group(2)
+        whole, _, fraction = number.partition(".")
+        scale = _UNIT_NANOS[unit]
+        total += int(whole or "0") * scale
+        if fraction:
+            total += int(fraction) * scale // 10 ** len(fraction)
+        position = found.end()
+    try:
+        return Duration(sign * total)
+    except CelError:
+        raise CelError(f"invalid duration {text!r}: out of range") from None
+
+
+def format_duration(value: Duration) -> str:
+    """Seconds with the fraction that is needed, as cel-go prints a duration (`3600s`, `1.5s`, `-0.000000001s`)."""
+    sign = "-" if value.nanos < 0 else ""
+    seconds, nanos = divmod(abs(value.nanos), 10**9)
+    text = f"{sign}{seconds}"
+    if nanos:
+        text += "." + f"{nanos:09d}".rstrip("0")
+    return text + "s"
+
+
+def to_datetime(value: Timestamp, zone: str | None = None) -> datetime.datetime:
+    """The timestamp as an aware datetime in UTC, or in `zone` (an IANA name or a `+hh:mm` offset)."""
+    seconds, nanos = divmod(value.nanos, 10**9)
+    moment = _EPOCH + datetime.timedelta(seconds=seconds, microseconds=nanos // 1000)
+    if zone is None:
+        return moment
+    return moment.astimezone(_zone(zone))
+
+
+_OFFSET = re.compile(r"([+-])?(\d{1,2}):(\d{2})\Z")
+
+
+def _zone(name: str) -> datetime.tzinfo:
+    found = _OFFSET.match(name)
+    if found is not None:
+        delta = datetime.timedelta(hours=int(found.group(2)), minutes=int(found.group(3)))
+        return datetime.timezone(-delta if found.group(1) == "-" else delta)
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise CelError(f"unknown time zone: {name!r}") from None
