@@ -19,7 +19,7 @@ from webhook.config import DEFAULT_MAX_BODY_BYTES, Settings
 from webhook.errors import ConfigError, PolicyLoadError
 from webhook.events.service import EventDeliverer
 from webhook.events.subscribers import ConfigFileError, load_subscribers
-from webhook.policies.cel import ENGINE_NAMES, make_engine
+from webhook.policies.cel import DEFAULT_ENGINE, ENGINE_NAMES, make_engine
 from webhook.policies.loader import load_policy_set
 
 PARENT_PID_VARIABLE = "WEBHOOK_PARENT_PID"
@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--dns-name", action="append", default=[], dest="dns_names",
                        help="extra name for the generated certificate (repeatable)")
     serve.add_argument("--workers", type=int, default=int(_environment("WORKERS", "1")))
-    serve.add_argument("--cel-engine", choices=ENGINE_NAMES, default=_environment("CEL_ENGINE", "cel-expr-python"))
+    serve.add_argument("--cel-engine", choices=ENGINE_NAMES, default=_environment("CEL_ENGINE", DEFAULT_ENGINE))
     serve.add_argument("--max-body-bytes", type=int,
                        default=int(_environment("MAX_BODY_BYTES", str(DEFAULT_MAX_BODY_BYTES))))
     serve.add_argument("--no-watch", action="store_false", dest="watch_policies",
@@ -167,7 +167,7 @@ def _parser() -> argparse.ArgumentParser:
     register = commands.add_parser("register", help="create or update the webhook configurations from the "
                                    "loaded policies' match rules (through the kubernetes client)")
     register.add_argument("--policies", type=Path, default=Path(_environment("POLICIES", "policies")))
-    register.add_argument("--cel-engine", choices=ENGINE_NAMES, default=_environment("CEL_ENGINE", "cel-expr-python"))
+    register.add_argument("--cel-engine", choices=ENGINE_NAMES, default=_environment("CEL_ENGINE", DEFAULT_ENGINE))
     register.add_argument("--url", help="register by URL (a server outside the cluster): https://HOST:PORT")
     register.add_argument("--service-name", default="webhook", help="register by Service (default: webhook)")
     register.add_argument("--service-namespace", default=os.environ.get("POD_NAMESPACE", "default"))
@@ -187,12 +187,12 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument("path", type=Path, help="a policy directory (its tests and its policies) or a test file")
     test.add_argument("--policies", type=Path, default=None,
                       help="the policy directory (default: PATH, or the test file's directory)")
-    test.add_argument("--cel-engine", choices=ENGINE_NAMES, default=_environment("CEL_ENGINE", "cel-expr-python"))
+    test.add_argument("--cel-engine", choices=ENGINE_NAMES, default=_environment("CEL_ENGINE", DEFAULT_ENGINE))
     test.add_argument("--output", choices=("table", "json"), default="table")
 
     lint = commands.add_parser("lint", help="load a policy directory and print its problems as path:line:column")
     lint.add_argument("directory", type=Path)
-    lint.add_argument("--cel-engine", choices=ENGINE_NAMES, default="cel-expr-python")
+    lint.add_argument("--cel-engine", choices=ENGINE_NAMES, default=_environment("CEL_ENGINE", DEFAULT_ENGINE))
     return parser
 
 

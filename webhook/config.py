@@ -29,7 +29,7 @@ class Settings(BaseModel):
     tls_key_file: Path | None = None
     dns_names: tuple[str, ...] = ()
     workers: int = Field(default=1, ge=1, le=64)
-    cel_engine: Literal["cel-expr-python", "cel-python"] = "cel-expr-python"
+    cel_engine: Literal["builtin", "cel-expr-python", "cel-python"] = "builtin"
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1024)
     watch_policies: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -16,6 +16,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from webhook.cel import stdlib
+from webhook.cel.comprehensions import (
+    TWO_VARIABLE_PREFIX,
+    is_two_variable_call,
+    plan_comprehension,
+    plan_two_variable,
+)
 from webhook.cel.functions import FunctionTable, Overload
 from webhook.cel.proto import checked_pb2, syntax_pb2
 from webhook.cel.values import TYPE_NAMES, CelError, CelType, NoSuchOverload, Optional, UInt, map_get
@@ -93,15 +99,18 @@ class Planner:
     # --- identifiers and selection ----------------------------------------------------------------------
 
     def _ident(self, node: int, name: str) -> Eval:
-        for scope in reversed(self.scopes):
-            if name in scope:
-                return _slot_reader(*scope[name])
+        if not name.startswith("."):  # `.name` is the global name, never a comprehension variable
+            for scope in reversed(self.scopes):
+                if name in scope:
+                    return _slot_reader(*scope[name])
         reference = self.references.get(node)
         if reference is not None and reference.name:
-            name = reference.name
+            name = reference.name.lstrip(".")
             if reference.HasField("value"):
                 value = _constant(reference.value)
                 return lambda frame: value
+        else:
+            name = self._resolve(name)
         if name in self.variables or name not in TYPE_NAMES:
             return _binding_reader(name)
         cel_type = TYPE_NAMES[name]
@@ -114,8 +123,8 @@ class Planner:
             return self._ident(expr.id, reference.name)  # a qualified name the checker resolved
         if not self.references and not select.test_only:
             qualified = _qualified_name(expr)
-            if qualified is not None and qualified in self.variables and not self._bound(qualified):
-                return _binding_reader(qualified)
+            if qualified is not None and not self._bound(qualified) and self._resolve(qualified) in self.variables:
+                return _binding_reader(self._resolve(qualified))
         operand = self.plan(select.operand)
         field = select.field
         if select.test_only:
@@ -126,18 +135,31 @@ class Planner:
         root = name.split(".", 1)[0]
         return any(root in scope for scope in self.scopes)
 
+    def _resolve(self, name: str) -> str:
+        """An unchecked tree's name as the container resolves it: `a.b.name`, then `a.name`, then `name`."""
+        if name.startswith("."):
+            return name[1:]
+        parts = self.container.split(".") if self.container else []
+        for end in range(len(parts), 0, -1):
+            candidate = ".".join([*parts[:end], name])
+            if candidate in self.variables:
+                return candidate
+        return name
+
     # --- calls ------------------------------------------------------------------------------------------
 
     def _call(self, expr: syntax_pb2.Expr) -> Eval:
         call = expr.call_expr
         function = call.function
         raw = ([call.target] if call.HasField("target") else []) + list(call.args)
+        reference = self.references.get(expr.id)
+        ids = list(reference.overload_id) if reference is not None else []
+        if is_two_variable_call(call) and (not ids or ids[0].startswith(TWO_VARIABLE_PREFIX)):
+            return plan_two_variable(self, call)
         special = _SPECIAL.get(function)
         if special is not None and len(raw) == special[1]:
             return special[0](self, raw)
         args = [self.plan(arg) for arg in raw]
-        reference = self.references.get(expr.id)
-        ids = list(reference.overload_id) if reference is not None else []
         overloads = [found for found in (self.functions.get(i) for i in ids) if found is not None]
         if not overloads and not ids:  # an unchecked tree: every overload of that name
             overloads = [o for o in self.functions.by_function(function) if len(o.kinds) == len(args)]
@@ -145,8 +167,10 @@ class Planner:
         if overloads:
             unresolved = len(overloads) < len(ids)
             return _dispatch(function, overloads, args, fallback=implementation if unresolved else None)
+        if implementation is None and not ids:  # unchecked: an error where it is called, as in cel-go
+            return _unbound(function)
         if implementation is None:
-            raise PlanError(f"function {function!r} ({', '.join(ids) or 'no overload'}) is not implemented")
+            raise PlanError(f"function {function!r} ({', '.join(ids)}) is not implemented")
         return _strict_call(implementation, args)
 
     def _and(self, raw: Sequence[syntax_pb2.Expr]) -> Eval:
@@ -251,8 +275,6 @@ class Planner:
     # --- comprehensions ---------------------------------------------------------------------------------
 
     def _comprehension(self, comprehension: syntax_pb2.Expr.Comprehension) -> Eval:
-        from webhook.cel.comprehensions import plan_comprehension
-
         return plan_comprehension(self, comprehension)
 
     def allocate(self) -> int:
@@ -280,6 +302,13 @@ def _constant(constant: syntax_pb2.Constant) -> Any:
     if kind in ("bool_value", "int64_value", "double_value", "string_value", "bytes_value"):
         return getattr(constant, kind)
     raise PlanError(f"unsupported constant {kind}")
+
+
+def _unbound(function: str) -> Eval:
+    def unbound(frame: Frame) -> Any:
+        raise CelError(f"unbound function: {function}")
+
+    return unbound
 
 
 def _slot_reader(slot: int, may_hold_error: bool) -> Eval:
@@ -315,6 +344,8 @@ def _field(operand: Eval, field: str) -> Eval:
                 raise CelError(f"no such key: {field}") from None
         if isinstance(value, dict):  # a map computed on access (the `variables` of a policy)
             return value[field]
+        if type(value) is Optional:  # within an optional chain (`a.?b.c`), selection stays optional
+            return stdlib.optional_select(value, field)
         raise _no_field(value, field)
 
     return select
@@ -329,6 +360,10 @@ def _no_field(value: Any, field: str) -> CelError:
 def _presence(operand: Eval, field: str) -> Eval:
     def has(frame: Frame) -> bool:
         value = operand(frame)
+        if type(value) is Optional:  # within an optional chain: absent when the chain is empty
+            if not value.present:
+                return False
+            value = value.value
         if isinstance(value, dict):
             return field in value
         raise NoSuchOverload("has")

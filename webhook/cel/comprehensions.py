@@ -291,3 +291,114 @@ def _fold(planner: Planner, node: syntax_pb2.Expr.Comprehension) -> Eval:
         return result(frame)
 
     return fold
+
+
+# --- two-variable comprehensions (cel-go's ext.TwoVarComprehensions, Kubernetes 1.32) -----------------------
+
+TWO_VARIABLE_PREFIX = "@two_var_"  # overload ids of the declarations that let the checker accept them
+TWO_VARIABLE_FORMS: dict[str, tuple[int, ...]] = {  # function -> argument counts (iteration variables included)
+    "all": (3,), "exists": (3,), "existsOne": (3,), "exists_one": (3,),
+    "transformList": (3, 4), "transformMap": (3, 4), "transformMapEntry": (3, 4),
+}
+_ACCUMULATOR = "@result"
+
+
+def two_variable_names(expr: syntax_pb2.Expr) -> set[str]:
+    """The iteration variable names of every two-variable comprehension in a parsed (unchecked) tree."""
+    names: set[str] = set()
+    pending = [expr]
+    while pending:
+        node = pending.pop()
+        kind = node.WhichOneof("expr_kind")
+        if kind == "call_expr":
+            call = node.call_expr
+            if is_two_variable_call(call):
+                names.update(arg.ident_expr.name for arg in call.args[:2])
+            pending.extend(call.args)
+            if call.HasField("target"):
+                pending.append(call.target)
+        elif kind == "select_expr":
+            pending.append(node.select_expr.operand)
+        elif kind == "list_expr":
+            pending.extend(node.list_expr.elements)
+        elif kind == "struct_expr":
+            for entry in node.struct_expr.entries:
+                pending.append(entry.value)
+                if entry.HasField("map_key"):
+                    pending.append(entry.map_key)
+        elif kind == "comprehension_expr":
+            c = node.comprehension_expr
+            pending.extend((c.iter_range, c.accu_init, c.loop_condition, c.loop_step, c.result))
+    return names
+
+
+def is_two_variable_call(call: syntax_pb2.Expr.Call) -> bool:
+    return call.HasField("target") and len(call.args) in TWO_VARIABLE_FORMS.get(call.function, ()) and all(
+        arg.WhichOneof("expr_kind") == "ident_expr" for arg in call.args[:2])
+
+
+def declare_two_variable(cel: Any) -> list[Any]:
+    """Declarations under which the checker accepts `x.all(k, v, p)` and the transforms as calls."""
+    dyn, boolean = cel.Type.DYN, cel.Type.BOOL
+    ranges = {"list": cel.Type.List(dyn), "map": cel.Type.Map(dyn, dyn)}
+    results = {"all": boolean, "exists": boolean, "existsOne": boolean, "exists_one": boolean,
+               "transformList": cel.Type.List(dyn), "transformMap": cel.Type.Map(dyn, dyn),
+               "transformMapEntry": cel.Type.Map(dyn, dyn)}
+    declarations = []
+    for function, counts in TWO_VARIABLE_FORMS.items():
+        overloads = []
+        for count in counts:
+            last = boolean if results[function] == boolean else (
+                cel.Type.Map(dyn, dyn) if function == "transformMapEntry" else dyn)
+            middle = [boolean] if count == 4 else []
+            for name, range_type in ranges.items():
+                overloads.append(cel.Overload(f"{TWO_VARIABLE_PREFIX}{function}_{name}_{count}", results[function],
+                                              [range_type, dyn, dyn, *middle, last], is_member=True))
+        declarations.append(cel.FunctionDecl(function, overloads))
+    return declarations
+
+
+def plan_two_variable(planner: Planner, call: syntax_pb2.Expr.Call) -> Eval:
+    """Expand as cel-go's macros do, then plan the comprehension."""
+    first, second = call.args[0].ident_expr.name, call.args[1].ident_expr.name
+    rest = list(call.args[2:])
+    function = call.function
+
+    def ident(name: str) -> syntax_pb2.Expr:
+        return syntax_pb2.Expr(ident_expr=syntax_pb2.Expr.Ident(name=name))
+
+    def invoke(name: str, *args: syntax_pb2.Expr) -> syntax_pb2.Expr:
+        return syntax_pb2.Expr(call_expr=syntax_pb2.Expr.Call(function=name, args=list(args)))
+
+    def constant(**value: Any) -> syntax_pb2.Expr:
+        return syntax_pb2.Expr(const_expr=syntax_pb2.Constant(**value))
+
+    accu = ident(_ACCUMULATOR)
+    if function == "all":
+        init, condition = constant(bool_value=True), invoke("@not_strictly_false", accu)
+        step, result = invoke("_&&_", accu, rest[0]), accu
+    elif function == "exists":
+        init, condition = constant(bool_value=False), invoke("@not_strictly_false", invoke("!_", accu))
+        step, result = invoke("_||_", accu, rest[0]), accu
+    elif function in ("existsOne", "exists_one"):
+        init, condition = constant(int64_value=0), constant(bool_value=True)
+        step = invoke("_?_:_", rest[0], invoke("_+_", accu, constant(int64_value=1)), accu)
+        result = invoke("_==_", accu, constant(int64_value=1))
+    else:
+        transform = rest[-1]
+        if function == "transformList":
+            init = syntax_pb2.Expr(list_expr=syntax_pb2.Expr.CreateList())
+            step = invoke("@listAppend", accu, transform)
+        elif function == "transformMap":
+            init = syntax_pb2.Expr(struct_expr=syntax_pb2.Expr.CreateStruct())
+            step = invoke("cel.@mapInsert", accu, ident(first), transform)
+        else:
+            init = syntax_pb2.Expr(struct_expr=syntax_pb2.Expr.CreateStruct())
+            step = invoke("cel.@mapInsert", accu, transform)
+        if len(rest) == 2:
+            step = invoke("_?_:_", rest[0], step, accu)
+        condition, result = constant(bool_value=True), accu
+    node = syntax_pb2.Expr.Comprehension(iter_var=first, iter_var2=second, iter_range=call.target,
+                                         accu_var=_ACCUMULATOR, accu_init=init, loop_condition=condition,
+                                         loop_step=step, result=result)
+    return _fold(planner, node)

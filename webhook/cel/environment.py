@@ -14,7 +14,12 @@ from typing import Any
 from google.protobuf import any_pb2
 
 from webhook.cel.compiler import COST_LIMIT_MESSAGE, Eval, Frame, PlanError, Planner
-from webhook.cel.comprehensions import CostLimitExceeded
+from webhook.cel.comprehensions import (
+    CostLimitExceeded,
+    declare_two_variable,
+    is_two_variable_call,
+    two_variable_names,
+)
 from webhook.cel.functions import FunctionTable
 from webhook.cel.proto import checked_pb2, syntax_pb2
 from webhook.cel.values import CelError
@@ -76,7 +81,8 @@ def standard_functions() -> FunctionTable:
             module = __import__(module_name, fromlist=["FUNCTIONS"])
         except ImportError:  # pragma: no cover - the libraries are being written
             continue
-        table.update(module.FUNCTIONS)
+        if hasattr(module, "FUNCTIONS"):
+            table.update(module.FUNCTIONS)
     return table
 
 
@@ -84,6 +90,8 @@ def _kubernetes_declarations(cel: Any) -> list[Any]:
     try:
         kubernetes = __import__("webhook.cel.kubernetes", fromlist=["declarations"])
     except ImportError:  # pragma: no cover
+        return []
+    if not hasattr(kubernetes, "declarations"):
         return []
     declarations: list[Any] = kubernetes.declarations(cel)
     return declarations
@@ -96,26 +104,21 @@ class Environment:
     def __init__(self, variables: Mapping[str, Any] | None = None, *, container: str = "",
                  functions: FunctionTable | None = None, declarations: Sequence[Any] = ()) -> None:
         from cel_expr_python import cel
-        from cel_expr_python.ext import ext_bindings, ext_encoders, ext_math, ext_optional, ext_strings
 
         self._cel = cel
         self.variables = dict(variables or {})
         self.container = container
         self.functions = functions if functions is not None else standard_functions()
-        options: dict[str, Any] = {}
-        if container:
-            options["container"] = container
-        self._env = cel.NewEnv(
-            variables=self.variables,
-            extensions=[ext_strings.ExtStrings(), ext_optional.ExtOptional(), ext_bindings.ExtBindings(),
-                        ext_math.ExtMath(), ext_encoders.ExtEncoders()],
-            functions=[*_kubernetes_declarations(cel), *declarations],
-            **options,
-        )
+        self._options: dict[str, Any] = {"container": container} if container else {}
+        self._declarations = [*_kubernetes_declarations(cel), *declarations]
+        self._env = cel.NewEnv(variables=self.variables, extensions=self._extensions(),
+                               functions=self._declarations, **self._options)
+        self._two_variable_envs: dict[frozenset[str], Any] = {}
 
     def compile(self, source: str, *, disable_check: bool = False) -> Program:
+        env = self._env if disable_check else self._environment_for(source)
         try:
-            expression = self._env.compile(source, disable_check=disable_check)
+            expression = env.compile(source, disable_check=disable_check)
         except RuntimeError as error:
             raise _compile_error(str(error)) from error
         envelope = any_pb2.Any()
@@ -139,6 +142,57 @@ class Environment:
             raise CelCompileError(str(error)) from error
         return Program(source=source, root=root, slot_count=planner.slot_count, static_cost=planner.static_cost,
                        return_type=return_type)
+
+
+    @staticmethod
+    def _extensions() -> list[Any]:
+        from cel_expr_python.ext import ext_bindings, ext_encoders, ext_math, ext_optional, ext_strings
+
+        return [ext_strings.ExtStrings(), ext_optional.ExtOptional(), ext_bindings.ExtBindings(), ext_math.ExtMath(),
+                ext_encoders.ExtEncoders()]
+
+    def _environment_for(self, source: str) -> Any:
+        """The checker's environment for `source`: with two-variable comprehensions (which cel-expr-python's
+        parser leaves as calls), one that also declares them and their iteration variables (as dyn)."""
+        if not _TWO_VARIABLE_HINT.search(source):
+            return self._env
+        try:
+            parsed = self._env.compile(source, disable_check=True)
+        except RuntimeError:
+            return self._env  # a syntax error: reported by the checker as usual
+        envelope = any_pb2.Any()
+        envelope.ParseFromString(parsed.serialize())
+        tree = syntax_pb2.ParsedExpr()
+        envelope.Unpack(tree)
+        names = frozenset(two_variable_names(tree.expr) - set(self.variables))
+        if not names and not any(is_two_variable_call(call) for call in _calls(tree.expr)):
+            return self._env
+        env = self._two_variable_envs.get(names)
+        if env is None:
+            env = self._cel.NewEnv(variables={**self.variables, **dict.fromkeys(names, self._cel.Type.DYN)},
+                                   extensions=self._extensions(), functions=[
+                                       *self._declarations, *declare_two_variable(self._cel)], **self._options)
+            if len(self._two_variable_envs) < 64:
+                self._two_variable_envs[names] = env
+        return env
+
+
+def _calls(expr: syntax_pb2.Expr) -> list[syntax_pb2.Expr.Call]:
+    found = []
+    pending = [expr]
+    while pending:
+        node = pending.pop()
+        if node.WhichOneof("expr_kind") == "call_expr":
+            found.append(node.call_expr)
+            pending.extend(node.call_expr.args)
+            if node.call_expr.HasField("target"):
+                pending.append(node.call_expr.target)
+        elif node.WhichOneof("expr_kind") == "select_expr":
+            pending.append(node.select_expr.operand)
+    return found
+
+
+_TWO_VARIABLE_HINT = re.compile(r"\b(?:all|exists|existsOne|exists_one|transformList|transformMap|transformMapEntry)\s*\(")
 
 
 def _compile_error(text: str) -> CelCompileError:

@@ -172,6 +172,8 @@ def index(container: Any, key: Any) -> Any:
         if not 0 <= position < len(container):
             raise CelError(f"index out of range: {position}")
         return container[position]
+    if type(container) is Optional:  # within an optional chain
+        return optional_index(container, key)
     raise NoSuchOverload("_[_]")
 
 
@@ -264,9 +266,7 @@ def to_int(value: Any) -> int:
     if kind is UInt:
         return check_int(int(value))
     if kind is float:
-        if math.isnan(value) or not -(2.0**63) < value < 2.0**63 or value == -(2.0**63):
-            if value == -(2.0**63):
-                return INT64_MIN
+        if math.isnan(value) or not -(2.0**63) < value < 2.0**63:  # cel-go refuses -2^63 too
             raise CelError("integer overflow")
         return int(value)
     if kind is str:
@@ -507,6 +507,30 @@ def optional_index(container: Any, key: Any) -> Optional:
     raise NoSuchOverload("_[?_]")
 
 
+def map_insert(mapping: Any, key: Any, value: Any = _MISSING) -> dict[Any, Any]:
+    """`cel.@mapInsert(m, k, v)` and `cel.@mapInsert(m, entries)`: a key already there is an error. Only the
+    two-variable comprehensions call it, on their own accumulator, so it inserts in place (linear, not quadratic)."""
+    if not isinstance(mapping, dict):
+        raise NoSuchOverload("cel.@mapInsert")
+    if value is _MISSING:
+        if not isinstance(key, dict):
+            raise NoSuchOverload("cel.@mapInsert")
+        updated = mapping
+        for entry_key, entry_value in key.items():
+            updated = map_insert(updated, entry_key, entry_value)
+        return updated
+    if map_get(mapping, key, _MISSING) is not _MISSING:
+        raise CelError(f"insert failed: key {_key_text(key)} already exists")
+    mapping[key] = value
+    return mapping
+
+
+def list_append(items: list[Any], item: Any) -> list[Any]:
+    """`accumulator + [item]` of a comprehension's own accumulator, in place."""
+    items.append(item)
+    return items
+
+
 # Strict standard functions by name; the compiler calls them with the receiver first.
 STANDARD: dict[str, Callable[..., Any]] = {
     "_+_": add, "_-_": subtract, "_*_": multiply, "_/_": divide, "_%_": modulo, "-_": negate, "!_": logical_not,
@@ -516,7 +540,7 @@ STANDARD: dict[str, Callable[..., Any]] = {
     "string": to_string, "bytes": to_bytes, "bool": to_bool, "timestamp": to_timestamp, "duration": to_duration,
     "type": to_type, "dyn": to_dyn, **TIME_ACCESSORS,
     "optional.of": optional_of, "optional.ofNonZeroValue": optional_of_non_zero, "optional.none": optional_none,
-    "hasValue": optional_has_value, "value": optional_value, "_?._": optional_select, "_[?_]": optional_index,
+    "cel.@mapInsert": map_insert, "@listAppend": list_append, "hasValue": optional_has_value, "value": optional_value, "_?._": optional_select, "_[?_]": optional_index,
 }
 
 _ = UINT64_MAX  # re-exported range constant used by conversions' callers

@@ -113,11 +113,12 @@ class Timestamp:
 
 
 class Duration:
-    """A signed span of time in nanoseconds, within CEL's range (about +-10,000 years)."""
+    """A signed span of time in nanoseconds, within cel-go's range (Go's time.Duration: int64 nanoseconds, about
+    +-292 years; the protobuf type's +-10,000 years do not apply)."""
 
     __slots__ = ("nanos",)
     cel_type: ClassVar[CelType] = DURATION_TYPE
-    LIMIT: ClassVar[int] = 315576000000 * 10**9 + 999999999
+    LIMIT: ClassVar[int] = 2**63 - 1
 
     def __init__(self, nanos: int) -> None:
         if not -self.LIMIT <= nanos <= self.LIMIT:
@@ -226,7 +227,7 @@ def _number_equals(left: int | float, right: int | float) -> bool:
     number, other = (float(left), right) if isinstance(left, float) else (float(right), left)
     if math.isnan(number) or math.isinf(number):
         return False
-    return number.is_integer() and int(number) == int(other)
+    return number == float(other)  # as cel-go: the integer as a double
 
 
 _SCALARS = frozenset({str, int, float, bytes, type(None), UInt})
@@ -265,20 +266,15 @@ def compare(left: Any, right: Any) -> int:
     if isinstance(left, _NUMBERS) and isinstance(right, _NUMBERS):
         if (isinstance(left, float) and math.isnan(left)) or (isinstance(right, float) and math.isnan(right)):
             return 2  # unordered: every comparison false
-        if isinstance(left, float) != isinstance(right, float) and not (
-                math.isinf(left) or math.isinf(right)):
-            from fractions import Fraction
-
-            a, b = Fraction(left), Fraction(right)
-            return (a > b) - (a < b)
-        return (left > right) - (left < right)
+        if isinstance(left, float) != isinstance(right, float):  # as cel-go: the integer as a double
+            left, right = float(left), float(right)
+        return int((left > right) - (left < right))
     kind = type(left)
     if kind is type(right) and kind in (str, bytes, Timestamp, Duration):
         return int((left > right) - (left < right))
     compare_to = getattr(left, "cel_compare", None)
     if compare_to is not None and type(right) is kind:
-        result = int(compare_to(right))
-        return result
+        return int(compare_to(right))
     raise NoSuchOverload()
 
 

@@ -26,8 +26,9 @@ from webhook.policies.scope import (
     referenced_variables,
 )
 
-ENGINE_NAMES = ("cel-expr-python", "cel-python")
-EngineName = Literal["cel-expr-python", "cel-python"]
+ENGINE_NAMES = ("builtin", "cel-expr-python", "cel-python")
+DEFAULT_ENGINE = "builtin"
+EngineName = Literal["builtin", "cel-expr-python", "cel-python"]
 ExpectedType = Literal["bool", "string", "list", "any"]
 # Every name an expression can refer to, as in the Kubernetes API server.
 VARIABLE_NAMES = ("object", "oldObject", "request", "params", "namespaceObject", "variables")
@@ -57,6 +58,7 @@ class Program(Protocol):
 class Engine(Protocol):
     name: EngineName
     shares_activation: bool  # True: one activation per request, params and variables bound in each program
+    bounded: bool  # True: evaluation has a cost limit and can be interrupted anywhere (no nesting limit needed)
 
     def compile(self, source: str, *, expect: ExpectedType, scope: PolicyScope | None = None) -> Program: ...
 
@@ -87,17 +89,17 @@ class Engine(Protocol):
         ...
 
 
-def _shorten(message: str) -> str:
+def shorten(message: str) -> str:
     message = " ".join(message.split())
     return message if len(message) <= _MAX_MESSAGE else message[: _MAX_MESSAGE - 3] + "..."
 
 
-def _check_plain_type(value: Any, expect: ExpectedType, source: str) -> None:
+def check_plain_type(value: Any, expect: ExpectedType, source: str) -> None:
     kinds: dict[str, type | tuple[type, ...]] = {"bool": bool, "string": str, "list": (list, tuple), "any": object}
     wanted = kinds[expect]
     if not isinstance(value, wanted):
         raise CelEvaluationError(
-            f"expression must evaluate to {expect}, but it evaluated to {type(value).__name__}: {_shorten(source)}"
+            f"expression must evaluate to {expect}, but it evaluated to {type(value).__name__}: {shorten(source)}"
         )
 
 
@@ -119,11 +121,11 @@ class _ExprProgram:
         try:
             value = self.expression.eval(activation)
         except Exception as error:  # the binding raises for failures inside custom functions
-            raise CelEvaluationError(_shorten(STATUS_PREFIX.sub("", str(error)))) from error
+            raise CelEvaluationError(shorten(STATUS_PREFIX.sub("", str(error)))) from error
         if value.type() == self.error_type:
-            raise CelEvaluationError(_shorten(STATUS_PREFIX.sub("", str(value.value()))))
+            raise CelEvaluationError(shorten(STATUS_PREFIX.sub("", str(value.value()))))
         plain = value.plain_value()
-        _check_plain_type(plain, self.expect, self.source)
+        check_plain_type(plain, self.expect, self.source)
         return plain
 
 
@@ -132,6 +134,7 @@ class CelExprEngine:
 
     name: EngineName = "cel-expr-python"
     shares_activation = True
+    bounded = False  # its C++ loops run to their end: the loader limits comprehension nesting
 
     def __init__(self) -> None:
         from cel_expr_python import cel
@@ -181,7 +184,7 @@ class CelExprEngine:
             text = str(error)
             found = _ERROR_POSITION.search(text)
             if found is None:
-                raise CelCompileError(_shorten(text)) from error
+                raise CelCompileError(shorten(text)) from error
             raise CelCompileError(found.group(3).strip(), line=int(found.group(1)),
                                   column=int(found.group(2))) from error
 
@@ -301,12 +304,12 @@ class _CelpyProgram:
         try:
             value = self.runner.evaluate(activation)
         except CELEvalError as error:
-            raise CelEvaluationError(_shorten(str(error.args[0] if error.args else error))) from error
+            raise CelEvaluationError(shorten(str(error.args[0] if error.args else error))) from error
         except Exception as error:  # celpy raises plain Python errors for some type mismatches
-            raise CelEvaluationError(_shorten(f"{type(error).__name__}: {error}")) from error
+            raise CelEvaluationError(shorten(f"{type(error).__name__}: {error}")) from error
         if isinstance(value, CELEvalError):
-            raise CelEvaluationError(_shorten(str(value.args[0] if value.args else value)))
-        _check_plain_type(self.engine.to_plain(value), self.expect, self.source)
+            raise CelEvaluationError(shorten(str(value.args[0] if value.args else value)))
+        check_plain_type(self.engine.to_plain(value), self.expect, self.source)
         return value
 
 
@@ -315,6 +318,7 @@ class CelpyEngine:
 
     name: EngineName = "cel-python"
     shares_activation = False
+    bounded = False
 
     def __init__(self) -> None:
         import celpy
@@ -417,6 +421,10 @@ class CelpyEngine:
 
 def make_engine(name: str) -> Engine:
     """The engine called `name` (one of ENGINE_NAMES)."""
+    if name == "builtin":
+        from webhook.policies.cel_runtime import BuiltinEngine
+
+        return BuiltinEngine()
     if name == "cel-expr-python":
         return CelExprEngine()
     if name == "cel-python":

@@ -139,7 +139,7 @@ class _Compiler:
                 f"variables.{undefined[0]} is not defined (variables can use only the variables defined "
                 "before them)")))
             return None
-        depth = comprehension_depth(source, at_least=MAX_COMPREHENSION_DEPTH + 1)
+        depth = 0 if self.engine.bounded else comprehension_depth(source, at_least=MAX_COMPREHENSION_DEPTH + 1)
         if depth > MAX_COMPREHENSION_DEPTH:
             self.problems.append(document.problem(path, (
                 f"comprehensions (all, exists, map, filter ...) nest {depth} deep; the limit is "

@@ -4,8 +4,10 @@ specification's `proto/cel/expr/checked.proto` and `syntax.proto` (google/cel-sp
 Made with grpcio-tools (`pip install grpcio-tools`), from the repository root, with the spec checked out at SPEC:
 
     python -m grpc_tools.protoc -I SPEC/proto -I $(python -c 'import grpc_tools, os; \\
-        print(os.path.join(os.path.dirname(grpc_tools.__file__), "_proto"))') --python_out=/tmp/out --pyi_out=/tmp/out \\
-        SPEC/proto/cel/expr/checked.proto SPEC/proto/cel/expr/syntax.proto
+        print(os.path.join(os.path.dirname(grpc_tools.__file__), "_proto"))') \\
+        --python_out=/tmp/out --pyi_out=/tmp/out \\
+        SPEC/proto/cel/expr/checked.proto \\
+        SPEC/proto/cel/expr/syntax.proto
     sed 's/^from cel.expr import/from webhook.cel.proto import/' /tmp/out/cel/expr/checked_pb2.py \\
         > webhook/cel/proto/checked_pb2.py   # and the same for syntax_pb2.py and both .pyi files
 """

@@ -1,0 +1,130 @@
+"""The `builtin` engine: webhook.cel (cel-expr-python's checker in front, our planner and runtime behind).
+
+It evaluates on the review's plain JSON values (nothing converted per request), each policy run with an
+activation of its own whose `variables` are computed on first use, and stops any expression at Kubernetes'
+per-expression cost limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from webhook.cel.environment import CelCompileError as RuntimeCompileError
+from webhook.cel.environment import Environment, Program
+from webhook.cel.values import CelError, to_plain
+from webhook.policies.cel import (
+    VARIABLE_NAMES,
+    CelCompileError,
+    CelEvaluationError,
+    EngineName,
+    ExpectedType,
+    check_plain_type,
+    shorten,
+)
+from webhook.policies.scope import PolicyScope
+
+
+class _BuiltinProgram:
+    __slots__ = ("expect", "program", "source")
+
+    def __init__(self, source: str, program: Program, expect: ExpectedType) -> None:
+        self.source = source
+        self.program = program
+        self.expect = expect
+
+    def evaluate(self, activation: Any) -> Any:
+        try:
+            value = self.program.evaluate(activation)
+        except CelError as error:
+            raise CelEvaluationError(shorten(error.message)) from None
+        check_plain_type(value, self.expect, self.source)
+        return value
+
+
+class _LazyVariables(dict[str, Any]):
+    """`variables` of one policy run: each entry computed on first access (a failure is a CEL error where the
+    expression reads it, which `&&` and `||` may absorb, as in the API server)."""
+
+    __slots__ = ("_compute", "_names")
+
+    def __init__(self, compute: Callable[[str], Any], names: frozenset[str] | None) -> None:
+        super().__init__()
+        self._compute = compute
+        self._names = names
+
+    def __missing__(self, name: str) -> Any:
+        try:
+            value = self._compute(name)
+        except CelEvaluationError as error:
+            raise CelError(str(error)) from None
+        self[name] = value
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        if dict.__contains__(self, name):
+            return True
+        try:
+            self[name]  # type: ignore[index]
+        except CelError:
+            return True  # declared, but failed: has() is about presence
+        return dict.__contains__(self, name)
+
+
+class BuiltinEngine:
+    """Our own runtime (webhook.cel): the default."""
+
+    name: EngineName = "builtin"
+    shares_activation = False
+    bounded = True  # cost-limited and interruptible: no nesting limit needed at load
+
+    def __init__(self) -> None:
+        from cel_expr_python import cel
+
+        self._cel = cel
+        self._environment = Environment({name: cel.Type.DYN for name in VARIABLE_NAMES})
+
+    def compile(self, source: str, *, expect: ExpectedType, scope: PolicyScope | None = None) -> _BuiltinProgram:
+        try:
+            program = self._environment.compile(source)
+        except RuntimeCompileError as error:
+            raise CelCompileError(error.message, line=error.line, column=error.column) from error
+        _check_return_type(self._cel, program.return_type, expect)
+        return _BuiltinProgram(source, program, expect)
+
+    def prepare(self, value: Any) -> Any:
+        return value
+
+    def activation(self, bindings: Mapping[str, Any]) -> Any:
+        return bindings if type(bindings) is dict else dict(bindings)
+
+    def to_plain(self, value: Any) -> Any:
+        kind = type(value)
+        if kind is bool or kind is str or value is None:
+            return value
+        return to_plain(value)
+
+    def bind_variables(self, values: Mapping[str, Any]) -> Any:
+        return dict(values)
+
+    def lazy_variables(self, compute: Callable[[str], Any]) -> Any:
+        return _LazyVariables(compute, None)
+
+    def evaluate_with_variables(self, program: Any, activation: Any, variables: Mapping[str, Any],
+                                memo: dict[str, tuple[Any, str | None]]) -> Any:
+        raise NotImplementedError("the builtin engine gives each policy run its own activation")
+
+
+def _check_return_type(cel: Any, return_type: Any, expect: ExpectedType) -> None:
+    """Refuse at load an expression whose checked type cannot be what the field needs."""
+    if expect == "any" or return_type is None:
+        return
+    shown = str(return_type).lower()
+    if return_type == cel.Type.DYN:
+        return
+    if expect == "bool" and return_type != cel.Type.BOOL:
+        raise CelCompileError(f"expression must evaluate to bool, but it evaluates to {shown}")
+    if expect == "string" and return_type != cel.Type.STRING:
+        raise CelCompileError(f"expression must evaluate to string, but it evaluates to {shown}")
+    if expect == "list" and not return_type.name().lower().startswith("list"):
+        raise CelCompileError(f"expression must evaluate to a list, but it evaluates to {shown}")
