@@ -167,10 +167,8 @@ class Planner:
         if overloads:
             unresolved = len(overloads) < len(ids)
             return _dispatch(function, overloads, args, fallback=implementation if unresolved else None)
-        if implementation is None and not ids:  # unchecked: an error where it is called, as in cel-go
+        if implementation is None:  # declared without an implementation, or unchecked: an error where called
             return _unbound(function)
-        if implementation is None:
-            raise PlanError(f"function {function!r} ({', '.join(ids)}) is not implemented")
         return _strict_call(implementation, args)
 
     def _and(self, raw: Sequence[syntax_pb2.Expr]) -> Eval:
@@ -258,15 +256,15 @@ class Planner:
                 key = key_of(frame)
                 if not isinstance(key, str | int) or isinstance(key, float):
                     raise CelError(f"unsupported key type: {type(key).__name__}")
-                if map_get(out, key, _MISSING) is not _MISSING:
-                    raise CelError(f"Failed with repeated key: {key}")
                 value = value_of(frame)
                 if is_optional:
                     if type(value) is not Optional:
                         raise NoSuchOverload("optional map entry")
-                    if not value.present:
+                    if not value.present:  # no entry, so no repeat either
                         continue
                     value = value.value
+                if map_get(out, key, _MISSING) is not _MISSING:
+                    raise CelError(f"Failed with repeated key: {key}")
                 out[key] = value
             return out
 

@@ -60,15 +60,20 @@ class Program:
         frame = Frame(bindings, self._slot_count, cost_limit)
         frame.cost = self._static_cost
         try:
+            if frame.cost > cost_limit:
+                raise CostLimitExceeded
             return self._root(frame), frame.cost
         except CostLimitExceeded:
-            raise CelError(COST_LIMIT_MESSAGE) from None
-        except CelError:
+            failure = CelError(COST_LIMIT_MESSAGE)
+        except CelError as error:
+            error.cost = frame.cost
             raise
         except RecursionError:
-            raise CelError("max recursion depth exceeded") from None
+            failure = CelError("max recursion depth exceeded")
         except (ArithmeticError, ValueError, TypeError, KeyError, IndexError, AttributeError) as error:
-            raise CelError(f"internal error: {type(error).__name__}: {error}") from error
+            failure = CelError(f"internal error: {type(error).__name__}: {error}")
+        failure.cost = frame.cost
+        raise failure
 
 
 def standard_functions() -> FunctionTable:

@@ -8,7 +8,9 @@ conditional and `@in` for maps live in the compiler (they are not strict in thei
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import re2
@@ -144,13 +146,15 @@ def not_equals(left: Any, right: Any) -> bool:
 def _ordering(function: str, test: Callable[[int], bool]) -> Callable[[Any, Any], bool]:
     def ordered(left: Any, right: Any) -> bool:
         kind = type(left)
-        if kind is type(right) and kind in (int, str, float):
+        if kind is type(right) and kind in (int, str):
             return test((left > right) - (left < right))
         try:
             result = compare(left, right)
         except NoSuchOverload:
             raise NoSuchOverload(function) from None
-        return result != 2 and test(result)
+        if result == 2:  # a NaN: cel-go's Compare is an error, not false
+            raise CelError("NaN values cannot be ordered")
+        return test(result)
 
     return ordered
 
@@ -276,9 +280,8 @@ def to_int(value: Any) -> int:
             return _bad_int(value)
     if kind is Timestamp:
         return value.nanos // 10**9  # type: ignore[no-any-return]
-    if kind is Duration:
-        nanos: int = value.nanos
-        return -(-nanos // 10**9) if nanos < 0 else nanos // 10**9
+    if kind is Duration:  # nanoseconds, as cel-go's int(duration('1s')) == 1000000000
+        return value.nanos  # type: ignore[no-any-return]
     raise NoSuchOverload("int")
 
 
@@ -315,11 +318,34 @@ def to_double(value: Any) -> float:
     if kind is int or kind is UInt:
         return float(value)
     if kind is str:
-        try:
-            return float(value)
-        except ValueError:
-            raise CelError(f"cannot convert {value!r} to double") from None
+        return _parse_double(value)
     raise NoSuchOverload("double")
+
+
+_DECIMAL_FLOAT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\Z")
+_HEX_FLOAT = re.compile(r"[+-]?0[xX](?:[0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)[pP][+-]?\d+\Z")
+_SPECIAL_FLOATS = {"inf": math.inf, "+inf": math.inf, "-inf": -math.inf, "infinity": math.inf,
+                   "+infinity": math.inf, "-infinity": -math.inf, "nan": math.nan}
+
+
+def _parse_double(text: str) -> float:
+    """Go's strconv.ParseFloat, as cel-go's double(string): decimal or hexadecimal (`0x1p-2`) notation, `inf`,
+    `infinity` and `nan` in any case; no spaces or underscores; a finite number too large is an error."""
+    special = _SPECIAL_FLOATS.get(text.lower())
+    if special is not None:
+        return special
+    if _DECIMAL_FLOAT.match(text):
+        number = float(text)
+    elif _HEX_FLOAT.match(text):
+        try:
+            number = float.fromhex(text)
+        except OverflowError:
+            number = math.inf
+    else:
+        raise CelError("type conversion error from 'string' to 'double'")
+    if math.isinf(number):
+        raise CelError("type conversion error from 'string' to 'double'")
+    return number
 
 
 def to_string(value: Any) -> str:
@@ -345,19 +371,27 @@ def to_string(value: Any) -> str:
 
 
 def format_double(value: float) -> str:
-    """As cel-go prints a double: the shortest text that reads back the same, exponent past 1e21."""
+    """As cel-go prints a double (Go's `%g`): the shortest digits that read back the same, with an exponent when it
+    is below -4 or at least 6 (`1e+06`, `1.5e-05`, `123456`, `-0`)."""
     if math.isnan(value):
         return "NaN"
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
-    if value.is_integer() and abs(value) < 1e21:
-        return str(int(value))
-    text = repr(value)
-    if "e" in text:
-        mantissa, exponent = text.split("e")
-        sign = "-" if exponent.startswith("-") else "+"
-        return f"{mantissa}e{sign}{exponent.lstrip('+-').zfill(2)}"
-    return text
+    sign = "-" if math.copysign(1.0, value) < 0 else ""
+    if value == 0:
+        return sign + "0"
+    shortest = Decimal(repr(abs(value))).as_tuple()  # repr: the shortest digits that round-trip, as Go's
+    digits = "".join(map(str, shortest.digits)).rstrip("0")
+    point = len(shortest.digits) + int(shortest.exponent)  # where the decimal point falls among the digits
+    exponent = point - 1
+    if exponent < -4 or exponent >= 6:
+        fraction = f".{digits[1:]}" if len(digits) > 1 else ""
+        return f"{sign}{digits[0]}{fraction}e{'-' if exponent < 0 else '+'}{abs(exponent):02d}"
+    if point <= 0:
+        return f"{sign}0.{'0' * -point}{digits}"
+    if point >= len(digits):
+        return f"{sign}{digits}{'0' * (point - len(digits))}"
+    return f"{sign}{digits[:point]}.{digits[point:]}"
 
 
 def to_bytes(value: Any) -> bytes:
@@ -374,9 +408,9 @@ def to_bool(value: Any) -> bool:
     if kind is bool:
         return value  # type: ignore[no-any-return]
     if kind is str:
-        if value in ("true", "True", "TRUE", "t", "1"):
+        if value in ("true", "True", "TRUE", "t", "T", "1"):  # Go's strconv.ParseBool, as cel-go
             return True
-        if value in ("false", "False", "FALSE", "f", "0"):
+        if value in ("false", "False", "FALSE", "f", "F", "0"):
             return False
         raise CelError(f"type conversion error from 'string' to 'bool': {value!r}")
     raise NoSuchOverload("bool")
@@ -419,12 +453,21 @@ def _time_part(function: str, part: Callable[[Any], int], duration_part: Callabl
                ) -> Callable[..., int]:
     def accessor(value: Any, zone: Any = None) -> int:
         if type(value) is Timestamp and (zone is None or type(zone) is str):
-            return part(timefmt.to_datetime(value, zone))
+            try:
+                return part(timefmt.to_datetime(value, zone))
+            except OverflowError:  # the local date is in year 0 or 10000, past Python's datetime: take it one
+                # Gregorian cycle (400 years, the same calendar) nearer, and move the year back
+                years = 400 if value.nanos > 0 else -400
+                nearer = Timestamp(value.nanos - years // 400 * _GREGORIAN_CYCLE_NANOS)
+                return part(timefmt.to_datetime(nearer, zone)) + (years if function == "getFullYear" else 0)
         if type(value) is Duration and zone is None and duration_part is not None:
             return duration_part(value.nanos)
         raise NoSuchOverload(function)
 
     return accessor
+
+
+_GREGORIAN_CYCLE_NANOS = 146097 * 86400 * 10**9
 
 
 def _truncated(nanos: int, unit: int) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import re
 import zoneinfo
+from decimal import Decimal
 
 from webhook.cel.values import CelError, Duration, Timestamp
 
@@ -78,13 +79,16 @@ def parse_duration(text: str) -> Duration:
 
 
 def format_duration(value: Duration) -> str:
-    """Seconds with the fraction that is needed, as cel-go prints a duration (`3600s`, `1.5s`, `-0.000000001s`)."""
-    sign = "-" if value.nanos < 0 else ""
-    seconds, nanos = divmod(abs(value.nanos), 10**9)
-    text = f"{sign}{seconds}"
-    if nanos:
-        text += "." + f"{nanos:09d}".rstrip("0")
-    return text + "s"
+    """Seconds with the fraction that is needed, as cel-go prints a duration (`3600s`, `1.5s`, `-0.000000001s`):
+    Go's `strconv.FormatFloat(d.Seconds(), 'f', -1, 64)`, so past about 104 days the nanoseconds round as a
+    float64 does."""
+    whole, nanos = divmod(abs(value.nanos), 10**9)
+    sign = -1 if value.nanos < 0 else 1
+    seconds = float(sign * whole) + float(sign * nanos) / 1e9  # time.Duration.Seconds()
+    text = format(Decimal(repr(seconds)), "f")  # repr: the shortest digits that round-trip, as Go's -1 precision
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return ("0" if text == "-0" else text) + "s"
 
 
 def to_datetime(value: Timestamp, zone: str | None = None) -> datetime.datetime:

@@ -30,6 +30,7 @@ class CelError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+        self.cost = 0  # what the failed evaluation had cost when it failed (set by Program.evaluate_with_cost)
 
 
 class NoSuchOverload(CelError):

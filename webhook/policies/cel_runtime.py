@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from webhook.cel.environment import CelCompileError as RuntimeCompileError
-from webhook.cel.environment import Environment, Program
+from webhook.cel.environment import PER_CALL_LIMIT, Environment, Program
 from webhook.cel.values import CelError, to_plain
 from webhook.policies.cel import (
     VARIABLE_NAMES,
@@ -25,6 +25,18 @@ from webhook.policies.cel import (
 from webhook.policies.scope import PolicyScope
 
 
+RUNTIME_BUDGET = 10_000_000  # Kubernetes' RuntimeCELCostBudget: one policy's evaluation, all expressions
+OUT_OF_BUDGET = "validation failed due to running out of cost budget, no further validation rules will be run"
+_BUDGET = "@budget"  # the activation's entry for the policy run's budget (not a CEL identifier: no collision)
+
+
+class _Budget:
+    __slots__ = ("remaining",)
+
+    def __init__(self) -> None:
+        self.remaining = RUNTIME_BUDGET
+
+
 class _BuiltinProgram:
     __slots__ = ("expect", "program", "source")
 
@@ -34,10 +46,21 @@ class _BuiltinProgram:
         self.expect = expect
 
     def evaluate(self, activation: Any) -> Any:
+        """The value, within the per-expression limit and what is left of the policy run's budget."""
+        budget = activation.get(_BUDGET)
+        limit = PER_CALL_LIMIT if budget is None else min(PER_CALL_LIMIT, budget.remaining)
+        if limit <= 0:
+            raise CelEvaluationError(OUT_OF_BUDGET)
         try:
-            value = self.program.evaluate(activation)
+            value, cost = self.program.evaluate_with_cost(activation, cost_limit=limit)
         except CelError as error:
+            if budget is not None:
+                budget.remaining -= error.cost
+                if budget.remaining < 0 and limit < PER_CALL_LIMIT:
+                    raise CelEvaluationError(OUT_OF_BUDGET) from None
             raise CelEvaluationError(shorten(error.message)) from None
+        if budget is not None:
+            budget.remaining -= cost
         check_plain_type(value, self.expect, self.source)
         return value
 
@@ -96,7 +119,8 @@ class BuiltinEngine:
         return value
 
     def activation(self, bindings: Mapping[str, Any]) -> Any:
-        return bindings if type(bindings) is dict else dict(bindings)
+        """A policy run's bindings, with its cost budget."""
+        return {**bindings, _BUDGET: _Budget()}
 
     def to_plain(self, value: Any) -> Any:
         kind = type(value)
