@@ -128,7 +128,7 @@ def test_health_and_readiness(fast_server: RunningServer) -> None:
     detail = ready.json()
     assert detail["ready"] is True
     assert detail["policies"] >= 10
-    assert detail["engine"] == "cel-expr-python"
+    assert detail["engine"] == "builtin"
 
 
 def test_metrics_count_requests_by_verdict_and_faults(fast_server: RunningServer) -> None:

@@ -125,11 +125,43 @@ class Planner:
             qualified = _qualified_name(expr)
             if qualified is not None and not self._bound(qualified) and self._resolve(qualified) in self.variables:
                 return _binding_reader(self._resolve(qualified))
-        operand = self.plan(select.operand)
-        field = select.field
         if select.test_only:
-            return _presence(operand, field)
-        return _field(operand, field)
+            return _presence(self.plan(select.operand), select.field)
+        fields = [select.field]  # a chain `a.b.c` runs as one loop (no closure call per step)
+        operand_expr = select.operand
+        while operand_expr.WhichOneof("expr_kind") == "select_expr" and not operand_expr.select_expr.test_only \
+                and not self._is_name(operand_expr):
+            fields.append(operand_expr.select_expr.field)
+            operand_expr = operand_expr.select_expr.operand
+        self.static_cost += len(fields) - 1
+        fields.reverse()
+        slot = self._plain_slot(operand_expr)
+        if slot is not None:  # a comprehension variable: read its slot in the same closure
+            self.static_cost += 1
+            return _slot_fields(slot, tuple(fields))
+        operand = self.plan(operand_expr)
+        return _field(operand, fields[0]) if len(fields) == 1 else _fields(operand, tuple(fields))
+
+    def _plain_slot(self, expr: syntax_pb2.Expr) -> int | None:
+        """The slot of an identifier that is a comprehension variable (never an error), else None."""
+        if expr.WhichOneof("expr_kind") != "ident_expr" or expr.ident_expr.name.startswith("."):
+            return None
+        for scope in reversed(self.scopes):
+            if expr.ident_expr.name in scope:
+                slot, may_hold_error = scope[expr.ident_expr.name]
+                return None if may_hold_error else slot
+        return None
+
+    def _is_name(self, expr: syntax_pb2.Expr) -> bool:
+        """A select node that the checker resolved to a (qualified) identifier, or an unchecked one that names a
+        declared variable."""
+        reference = self.references.get(expr.id)
+        if reference is not None:
+            return bool(reference.name) and not reference.overload_id
+        if self.references:
+            return False
+        qualified = _qualified_name(expr)
+        return qualified is not None and not self._bound(qualified) and self._resolve(qualified) in self.variables
 
     def _bound(self, name: str) -> bool:
         root = name.split(".", 1)[0]
@@ -166,10 +198,20 @@ class Planner:
         implementation = stdlib.STANDARD.get(function)
         if overloads:
             unresolved = len(overloads) < len(ids)
+            if len(overloads) == 1 and not unresolved and all(self._typed(arg) for arg in raw):
+                return _strict_call(overloads[0].impl, args)  # the checker proved the argument types
             return _dispatch(function, overloads, args, fallback=implementation if unresolved else None)
+        fast = _specialised(function, raw, args)
+        if fast is not None:
+            return fast
         if implementation is None:  # declared without an implementation, or unchecked: an error where called
             return _unbound(function)
         return _strict_call(implementation, args)
+
+    def _typed(self, expr: syntax_pb2.Expr) -> bool:
+        """The checker knows the node's type exactly (not dyn, a type parameter, or an error)."""
+        found = self.types.get(expr.id)
+        return found is not None and found.WhichOneof("type_kind") in _EXACT_TYPE_KINDS
 
     def _and(self, raw: Sequence[syntax_pb2.Expr]) -> Eval:
         return _logical(self.plan(raw[0]), self.plan(raw[1]), absorbing=False)
@@ -224,7 +266,10 @@ class Planner:
         optional = frozenset(literal.optional_indices)
         if not optional:
             if not elements:
-                return lambda frame: []
+                return lambda frame: []  # a new list each time: comprehensions append to their own in place
+            constants = _constant_list(literal)
+            if constants is not None:  # values are never changed in place: one list serves every evaluation
+                return lambda frame: constants
             return lambda frame: [element(frame) for element in elements]
         marked = [(element, index in optional) for index, element in enumerate(elements)]
 
@@ -265,6 +310,9 @@ class Planner:
                     value = value.value
                 if map_get(out, key, _MISSING) is not _MISSING:
                     raise CelError(f"Failed with repeated key: {key}")
+                if key in out:  # true and 1, or false and 0: distinct CEL keys, one key of a Python dict
+                    raise CelError(f"unsupported map: keys {key!r} and {int(key)} together (both true and 1, or "
+                                   "false and 0, as keys of one map)")
                 out[key] = value
             return out
 
@@ -278,6 +326,60 @@ class Planner:
     def allocate(self) -> int:
         self.slot_count += 1
         return self.slot_count - 1
+
+
+_EXACT_TYPE_KINDS = frozenset({"primitive", "list_type", "map_type", "well_known", "null", "message_type"})
+
+
+def _constant_list(literal: syntax_pb2.Expr.CreateList) -> list[Any] | None:
+    if literal.optional_indices or not all(e.WhichOneof("expr_kind") == "const_expr" for e in literal.elements):
+        return None
+    return [_constant(element.const_expr) for element in literal.elements]
+
+
+def _constant_value(expr: syntax_pb2.Expr) -> tuple[bool, Any]:
+    if expr.WhichOneof("expr_kind") == "const_expr":
+        return True, _constant(expr.const_expr)
+    if expr.WhichOneof("expr_kind") == "list_expr":
+        constants = _constant_list(expr.list_expr)
+        return constants is not None, constants
+    return False, None
+
+
+def _specialised(function: str, raw: Sequence[syntax_pb2.Expr], args: Sequence[Eval]) -> Eval | None:
+    """Faster closures for the commonest exact cases: equality with a string or integer literal, `in` a list
+    of string literals, size()."""
+    if function in ("_==_", "_!=_") and len(raw) == 2:
+        for side in (0, 1):
+            known, constant = _constant_value(raw[side])
+            if known and type(constant) is str:
+                other = args[1 - side]
+                if function == "_==_":
+                    return lambda frame: other(frame) == constant  # a str equals only a str, as in CEL
+                return lambda frame: other(frame) != constant
+    if function == "@in" and len(raw) == 2:
+        known, constant = _constant_value(raw[1])
+        if known and isinstance(constant, list) and constant and all(type(c) is str for c in constant):
+            item, members, listed = args[0], frozenset(constant), constant
+
+            def contained(frame: Frame) -> bool:
+                value = item(frame)
+                if type(value) is str:
+                    return value in members
+                return stdlib.contained_in(value, listed)
+
+            return contained
+    if function == "size" and len(raw) == 1:
+        (operand,) = args
+
+        def size(frame: Frame) -> int:
+            value = operand(frame)
+            if type(value) in (list, dict, str):
+                return len(value)
+            return stdlib.size(value)
+
+        return size
+    return None
 
 
 def _qualified_name(expr: syntax_pb2.Expr) -> str | None:
@@ -347,6 +449,51 @@ def _field(operand: Eval, field: str) -> Eval:
         raise _no_field(value, field)
 
     return select
+
+
+def _fields(operand: Eval, fields: tuple[str, ...]) -> Eval:
+    def select_chain(frame: Frame) -> Any:
+        value = operand(frame)
+        for field in fields:
+            if type(value) is dict:
+                try:
+                    value = value[field]
+                except KeyError:
+                    raise CelError(f"no such key: {field}") from None
+            elif isinstance(value, dict):
+                value = value[field]
+            elif type(value) is Optional:
+                value = stdlib.optional_select(value, field)
+            else:
+                raise _no_field(value, field)
+        return value
+
+    return select_chain
+
+
+def _slot_fields(slot: int, fields: tuple[str, ...]) -> Eval:
+    if len(fields) == 1:
+        (field,) = fields
+
+        def select_slot(frame: Frame) -> Any:
+            value = frame.slots[slot]
+            if type(value) is dict:
+                try:
+                    return value[field]
+                except KeyError:
+                    raise CelError(f"no such key: {field}") from None
+            return _field_of(value, field)
+
+        return select_slot
+    return _fields(lambda frame: frame.slots[slot], fields)
+
+
+def _field_of(value: Any, field: str) -> Any:
+    if isinstance(value, dict):
+        return value[field]
+    if type(value) is Optional:
+        return stdlib.optional_select(value, field)
+    raise _no_field(value, field)
 
 
 def _no_field(value: Any, field: str) -> CelError:

@@ -13,6 +13,7 @@ from typing import Any
 
 from google.protobuf import any_pb2
 
+from webhook.cel import ext_encoders, ext_math, ext_strings, kubernetes
 from webhook.cel.compiler import COST_LIMIT_MESSAGE, Eval, Frame, PlanError, Planner
 from webhook.cel.comprehensions import (
     CostLimitExceeded,
@@ -80,26 +81,9 @@ def standard_functions() -> FunctionTable:
     """Every overload by id besides the standard operators (webhook.cel.stdlib): the extension libraries and
     the Kubernetes library."""
     table = FunctionTable()
-    for module_name in ("webhook.cel.ext_strings", "webhook.cel.ext_math", "webhook.cel.ext_encoders",
-                        "webhook.cel.kubernetes"):
-        try:
-            module = __import__(module_name, fromlist=["FUNCTIONS"])
-        except ImportError:  # pragma: no cover - the libraries are being written
-            continue
-        if hasattr(module, "FUNCTIONS"):
-            table.update(module.FUNCTIONS)
+    for library in (ext_strings.FUNCTIONS, ext_math.FUNCTIONS, ext_encoders.FUNCTIONS, kubernetes.FUNCTIONS):
+        table.update(library)
     return table
-
-
-def _kubernetes_declarations(cel: Any) -> list[Any]:
-    try:
-        kubernetes = __import__("webhook.cel.kubernetes", fromlist=["declarations"])
-    except ImportError:  # pragma: no cover
-        return []
-    if not hasattr(kubernetes, "declarations"):
-        return []
-    declarations: list[Any] = kubernetes.declarations(cel)
-    return declarations
 
 
 class Environment:
@@ -115,7 +99,7 @@ class Environment:
         self.container = container
         self.functions = functions if functions is not None else standard_functions()
         self._options: dict[str, Any] = {"container": container} if container else {}
-        self._declarations = [*_kubernetes_declarations(cel), *declarations]
+        self._declarations = [*kubernetes.declarations(cel), *declarations]
         self._env = cel.NewEnv(variables=self.variables, extensions=self._extensions(),
                                functions=self._declarations, **self._options)
         self._two_variable_envs: dict[frozenset[str], Any] = {}
@@ -149,12 +133,13 @@ class Environment:
                        return_type=return_type)
 
 
-    @staticmethod
-    def _extensions() -> list[Any]:
+    def _extensions(self) -> list[Any]:
+        """cel-expr-python's extensions (declarations only: their functions run here), then the Kubernetes
+        library's overloads of functions that the strings extension declares too."""
         from cel_expr_python.ext import ext_bindings, ext_encoders, ext_math, ext_optional, ext_strings
 
         return [ext_strings.ExtStrings(), ext_optional.ExtOptional(), ext_bindings.ExtBindings(), ext_math.ExtMath(),
-                ext_encoders.ExtEncoders()]
+                ext_encoders.ExtEncoders(), kubernetes.extension(self._cel)]
 
     def _environment_for(self, source: str) -> Any:
         """The checker's environment for `source`: with two-variable comprehensions (which cel-expr-python's
@@ -197,7 +182,8 @@ def _calls(expr: syntax_pb2.Expr) -> list[syntax_pb2.Expr.Call]:
     return found
 
 
-_TWO_VARIABLE_HINT = re.compile(r"\b(?:all|exists|existsOne|exists_one|transformList|transformMap|transformMapEntry)\s*\(")
+_TWO_VARIABLE_HINT = re.compile(
+    r"\b(?:all|exists|existsOne|exists_one|transformList|transformMap|transformMapEntry)\s*\(")
 
 
 def _compile_error(text: str) -> CelCompileError:

@@ -1,70 +1,54 @@
-"""The Kubernetes CEL library, part 4: IP addresses and CIDRs, string(), jsonpatch.escapeKey."""
+"""The Kubernetes CEL library over plain values, part 4: IP addresses and CIDRs as tagged maps, over
+webhook.cel.kubernetes.network (Go's net/netip parser and messages); string(), jsonpatch.escapeKey."""
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from collections.abc import Callable
-from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
+from webhook.cel.kubernetes.network import CIDR, IP, parse_cidr, parse_ip
+from webhook.cel.kubernetes.text import escape_key as escape_json_pointer
 from webhook.policies.k8s_values import K8sError, _string, _tagged, _untag
 
-# --- IP and CIDR (Go's net/netip, without zones or IPv4-mapped IPv6 addresses) ----------------------------------
-
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+T = TypeVar("T")
 
 
-@lru_cache(maxsize=1024)
-def parse_ip(text: str) -> Address:
-    address, zone, _ = text.partition("%")
-    try:
-        parsed = ipaddress.ip_address(address)
-    except ValueError:
-        raise K8sError(f'IP Address "{text}" parse error during conversion from string: '
-                       f'ParseAddr("{text}"): unable to parse IP') from None
-    if zone:
-        raise K8sError(f'IP address "{text}" with zone value is not allowed')
-    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
-        raise K8sError(f'IPv4-mapped IPv6 address "{text}" is not allowed')
-    return parsed
-
-
-@lru_cache(maxsize=1024)
-def parse_cidr(text: str) -> tuple[Address, int]:
-    prefix = "network address parse error during conversion from string: "
-    address, slash, bits = text.rpartition("/")
-    try:
-        ip = parse_ip(address) if slash else None
-    except K8sError as error:
-        raise K8sError(prefix + str(error)) from None
-    if ip is None or not re.fullmatch(r"0|[1-9][0-9]{0,2}", bits) or int(bits) > ip.max_prefixlen:
-        raise K8sError(f'{prefix}{prefix}netip.ParsePrefix("{text}"): bad prefix')
-    return ip, int(bits)
-
-
-def _ip(value: Any) -> Address:
+def _ip(value: Any) -> IP:
     return parse_ip(_untag(value, "ip")[1])
 
 
-def _cidr(value: Any) -> tuple[Address, int]:
+def _cidr(value: Any) -> CIDR:
     return parse_cidr(_untag(value, "cidr")[1])
 
 
 def ip(value: Any) -> dict[str, str]:
     """ip(string), or the address of a CIDR: cidr(...).ip()."""
-    return _tagged("ip", str(_cidr(value)[0] if isinstance(value, dict) else parse_ip(_string(value))))
+    return _tagged("ip", str(IP(_cidr(value).address) if isinstance(value, dict) else parse_ip(_string(value))))
 
 
-def _network(value: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    address, bits = _cidr(value)
-    return ipaddress.ip_network(f"{address}/{bits}", strict=False)
+def cidr(text: Any) -> dict[str, str]:
+    return _tagged("cidr", str(parse_cidr(_string(text))))
 
 
-def _contains(value: Any, other: Any, parse: Callable[[str], Any], kind: str) -> bool:
-    address, bits = parse(other) if isinstance(other, str) else parse(_untag(other, kind)[1])
-    network = _network(value)
-    return address.version == network.version and bits >= network.prefixlen and address in network
+def masked(value: Any) -> dict[str, str]:
+    return _tagged("cidr", str(_cidr(value).masked()))
+
+
+def contains_ip(value: Any, other: Any) -> bool:
+    return _cidr(value).contains_ip(parse_ip(other) if isinstance(other, str) else _ip(other))
+
+
+def contains_cidr(value: Any, other: Any) -> bool:
+    return _cidr(value).contains_cidr(parse_cidr(other) if isinstance(other, str) else _cidr(other))
+
+
+def ip_test(test: Callable[[IP], T]) -> Callable[[Any], T]:
+    """A property of an IP (family, isLoopback, ...) of a tagged IP."""
+    return lambda value: test(_ip(value))
+
+
+def ip_is_canonical(text: Any) -> bool:
+    return str(parse_ip(_string(text))) == str(text)
 
 
 def _validates(parse: Callable[..., Any]) -> Callable[..., bool]:
@@ -87,22 +71,4 @@ def to_string(value: Any) -> str:
 
 def escape_key(key: Any) -> str:
     """jsonpatch.escapeKey: a map key as a JSON Pointer (RFC 6901) path segment."""
-    return _string(key).replace("~", "~0").replace("/", "~1")
-
-
-
-def _ip_prefix_is(value: Any, ipv4: str, mask: int, ipv6: int) -> bool:
-    address = _ip(value)
-    if address.version == 4:
-        return address in ipaddress.ip_network(ipv4)
-    return int(address) >> 112 & mask == ipv6
-
-
-def _is_global_unicast(address: Address) -> bool:
-    if address.version == 4 and str(address) in ("0.0.0.0", "255.255.255.255"):  # noqa: S104 - not a bind address
-        return False
-    return not (address.is_unspecified or address.is_loopback or address.is_multicast
-                or (address.version == 4 and address in ipaddress.ip_network("169.254.0.0/16"))
-                or (address.version == 6 and int(address) >> 118 == 0xFE80 >> 6))
-
-
+    return escape_json_pointer(_string(key))

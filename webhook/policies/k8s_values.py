@@ -1,4 +1,5 @@
-"""The Kubernetes CEL library, part 1: tagged values, errors, CEL equality and ordering, lists and sets.
+"""The Kubernetes CEL library over plain values, part 1: tagged values, errors, CEL equality and ordering of plain
+values, lists and sets (over the engines' plain values, which differ from webhook.cel's: datetimes, uint as int).
 
 See webhook.policies.k8s_library for the whole library and docs/cel-library.md for the differences.
 """
@@ -8,13 +9,10 @@ from __future__ import annotations
 from itertools import pairwise
 from typing import Any
 
+from webhook.cel.values import INT64_MAX, INT64_MIN, CelError
+
 TAG = "__k8s"
-INT64_MAX = 2**63 - 1
-INT64_MIN = -(2**63)
-
-
-class K8sError(Exception):
-    """A run-time error of a library function, with the API server's message."""
+K8sError = CelError  # a run-time error of a library function, with the API server's message
 
 
 def _tagged(kind: str, value: str) -> dict[str, str]:
