@@ -192,8 +192,8 @@ def test_defaults() -> None:
     assert defaults["resources"] == {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}
     assert defaults["server"]["shutdownDelaySeconds"] == 5
     assert defaults["server"]["gracefulTimeoutSeconds"] == 20
-    # The leak-bounding restart drains before the container limit: server + ~80 MiB deliverer < 512 MiB.
-    assert defaults["server"]["restartAboveMb"] + 80 < 512
+    # The builtin CEL engine keeps nothing per review: the memory-bounding restart is off (a last resort).
+    assert defaults["server"]["restartAboveMb"] == 0
     for wrong in (-1, 10, 63):
         candidate = copy.deepcopy(defaults)
         candidate["server"]["restartAboveMb"] = wrong

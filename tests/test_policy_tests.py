@@ -1,4 +1,4 @@
-"""`webhook test`: the policy author's test runner, on both engines."""
+"""`webhook test`: the policy author's test runner, on every engine."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def run(capsys: pytest.CaptureFixture[str], *arguments: str) -> tuple[int, str, 
 
 
 @pytest.mark.parametrize("engine", ENGINE_NAMES)
-def test_examples_pass_on_both_engines(capsys: pytest.CaptureFixture[str], engine: str) -> None:
+def test_examples_pass_on_every_engine(capsys: pytest.CaptureFixture[str], engine: str) -> None:
     code, out, _ = run(capsys, str(EXAMPLES), "--cel-engine", engine)
     assert code == 0, out
     lines = out.splitlines()

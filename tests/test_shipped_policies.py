@@ -1,4 +1,4 @@
-"""The shipped policies/ library: its own `webhook test` cases on both engines, its shape, and a few
+"""The shipped policies/ library: its own `webhook test` cases on every engine, its shape, and a few
 end-to-end requests through a real server to check that the families work together."""
 
 from __future__ import annotations

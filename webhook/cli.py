@@ -94,8 +94,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--restart-above-mb", type=int,
                        default=int(_environment("RESTART_ABOVE_MB", "0")) or None,
                        help="when a serving process's resident memory passes this, it drains and exits as on "
-                       "SIGTERM (with --shutdown-delay-seconds), for Kubernetes to start it again; bounds the "
-                       "memory that cel-expr-python leaks on calls into the Kubernetes CEL library (default: never)")
+                       "SIGTERM (with --shutdown-delay-seconds), for Kubernetes to start it again: a last-resort "
+                       "guard (the builtin CEL engine keeps no memory per review; cel-expr-python 0.1.3 leaks on "
+                       "calls into the Kubernetes CEL library) (default: never)")
     serve.add_argument("--graceful-timeout-seconds", type=float,
                        default=float(_environment("GRACEFUL_TIMEOUT_SECONDS", "20")),
                        help="on shutdown, how long in-flight reviews may finish (default 20)")

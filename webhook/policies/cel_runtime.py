@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from webhook.cel.environment import CelCompileError as RuntimeCompileError
 from webhook.cel.environment import PER_CALL_LIMIT, Environment, Program
-from webhook.cel.values import CelError, to_plain
+from webhook.cel.environment import CelCompileError as RuntimeCompileError
+from webhook.cel.values import CelError, UInt, type_of
 from webhook.policies.cel import (
     VARIABLE_NAMES,
     CelCompileError,
@@ -23,7 +23,6 @@ from webhook.policies.cel import (
     shorten,
 )
 from webhook.policies.scope import PolicyScope
-
 
 RUNTIME_BUDGET = 10_000_000  # Kubernetes' RuntimeCELCostBudget: one policy's evaluation, all expressions
 OUT_OF_BUDGET = "validation failed due to running out of cost budget, no further validation rules will be run"
@@ -123,10 +122,12 @@ class BuiltinEngine:
         return {**bindings, _BUDGET: _Budget()}
 
     def to_plain(self, value: Any) -> Any:
+        """The value as JSON-like Python; a value JSON cannot hold (bytes, a duration, a timestamp, a type, an
+        optional) anywhere in it is a fault, as on the other engines: convert it with string() first."""
         kind = type(value)
         if kind is bool or kind is str or value is None:
             return value
-        return to_plain(value)
+        return _plain(value)
 
     def bind_variables(self, values: Mapping[str, Any]) -> Any:
         return dict(values)
@@ -137,6 +138,17 @@ class BuiltinEngine:
     def evaluate_with_variables(self, program: Any, activation: Any, variables: Mapping[str, Any],
                                 memo: dict[str, tuple[Any, str | None]]) -> Any:
         raise NotImplementedError("the builtin engine gives each policy run its own activation")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {_plain(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, bool | str | float | int) or value is None:
+        return int(value) if type(value) is UInt else value
+    raise CelEvaluationError(f"a value of type {type_of(value).name} cannot be represented in JSON; convert it "
+                             "with string() first")
 
 
 def _check_return_type(cel: Any, return_type: Any, expect: ExpectedType) -> None:
