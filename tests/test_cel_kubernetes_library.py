@@ -31,7 +31,7 @@ from webhook.cel.values import INT64_MAX, UINT64_MAX, CelError, CelType, Duratio
 CHECKER = cel.NewEnv(
     extensions=[ext_strings.ExtStrings(), ext_optional.ExtOptional(), ext_bindings.ExtBindings(), ext_math.ExtMath(),
                 ext_encoders.ExtEncoders(), kubernetes.extension(cel)],
-    functions=kubernetes.declarations(cel))
+    functions=kubernetes.declarations(cel), descriptor_pool=kubernetes.descriptor_pool())
 DIGEST = "sha256:6aefddb645ee6963afd681b1845c661d0ea4c3b20ab9db86d9e753b203d385f2"
 QUANTITY_FORMAT = "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
 
@@ -261,7 +261,7 @@ NETWORK_CASES = [
     case("ip_is_global_unicast", ip("2001:db8::abcd"), source="ip('2001:db8::abcd').isGlobalUnicast()",
          expected=True),
     case("ip_is_global_unicast", ip("ff00::1"), source="ip('ff00::1').isGlobalUnicast()", expected=False),
-    case("ip_to_string", ip("2001:db8:0:0::1"), source=None, expected="2001:db8::1"),
+    case("ip_to_string", ip("2001:db8:0:0::1"), source="string(ip('2001:db8:0:0::1'))", expected="2001:db8::1"),
     case("string_to_cidr", "192.168.0.0/16", source="cidr('192.168.0.0/16')", expected=cidr("192.168.0.0/16")),
     case("string_to_cidr", "192.168.0.0/33", source="cidr('192.168.0.0/33')",
          error="network address parse error during conversion from string: network address parse error during "
@@ -294,7 +294,7 @@ NETWORK_CASES = [
     case("cidr_masked", cidr("192.168.0.1/24"), source="cidr('192.168.0.1/24').masked()",
          expected=cidr("192.168.0.0/24")),
     case("cidr_prefix_length", cidr("::1/128"), source="cidr('::1/128').prefixLength()", expected=128),
-    case("cidr_to_string", cidr("2001:DB8::/32"), source=None, expected="2001:db8::/32"),
+    case("cidr_to_string", cidr("2001:DB8::/32"), source="string(cidr('2001:DB8::/32'))", expected="2001:db8::/32"),
 ]
 
 SECOND = Duration(10**9)
@@ -605,12 +605,15 @@ def test_formats_and_images_are_equal_by_content() -> None:
     assert image("nginx") != image("docker.io/library/nginx")
 
 
-def test_declarations_leave_out_what_cel_expr_python_cannot_take() -> None:
+def test_declarations_add_to_standard_and_extension_functions_as_an_extension() -> None:
     assert {overload.function for overload in kubernetes.OVERLOADS} >= {"string", "indexOf"}
-    env = cel.NewEnv(functions=kubernetes.declarations(cel),
+    env = cel.NewEnv(functions=kubernetes.declarations(cel), descriptor_pool=kubernetes.descriptor_pool(),
                      extensions=[ext_strings.ExtStrings(), kubernetes.extension(cel)])
     assert env.compile("'abc'.indexOf('b') + [1, 2].indexOf(2)").return_type() == cel.Type.INT
-    with pytest.raises(RuntimeError, match="no matching overload"):
-        env.compile("string(ip('::1'))")
+    assert env.compile("string(ip('::1')) + string(cidr('::1/128')) + string(1)").return_type() == cel.Type.STRING
+    assert env.compile("type(ip('::1')) == net.IP && type(quantity('1')) == kubernetes.Quantity").return_type() \
+        == cel.Type.BOOL
+    with pytest.raises(RuntimeError, match="undefined field 'v'"):
+        env.compile("quantity('1').v")  # an opaque type has no fields
     with pytest.raises(RuntimeError, match="undeclared reference to 'sign'"):
         env.compile("quantity('1').sign()")  # Kubernetes declares sign(<Quantity>) only, not a member

@@ -137,12 +137,12 @@ def test_secret_data_reaches_no_log_and_no_event(served: Served) -> None:
 
 def test_policy_fault_messages_do_not_carry_secret_data(served: Served) -> None:
     """Was a bug (fixed): a fault's message can quote the value that could not be parsed, and for a Secret
-    that value is secret data. `ip()` and `url()` (webhook/policies/k8s_network.py:24, k8s_text.py:146; Kubernetes'
-    wording) say `IP Address "<value>" parse error` and `parse "<value>": ...`; a Python policy's exception says
-    what Python says (`invalid literal for int() with base 10: '<value>'`). The message then goes into the
-    denial, which `review` logs (webhook/server.py:194, "denied ... : <message>"), and into the event's
-    `status.message` and `policies[].messages` (webhook/events/model.py:76-78), which are not redacted for
-    Secrets (only `patch` values and `object` are).
+    that value is secret data. `ip()` and `url()` (webhook/cel/kubernetes/network.py `parse_ip`, urls.py
+    `parse_url`; Kubernetes' wording) say `IP Address "<value>" parse error` and `parse "<value>": ...`; a Python
+    policy's exception says what Python says (`invalid literal for int() with base 10: '<value>'`). The message
+    then goes into the denial, which `review` logs (webhook/server.py:194, "denied ... : <message>"), and into the
+    event's `status.message` and `policies[].messages` (webhook/events/model.py:76-78), which are not redacted
+    for Secrets (only `patch` values and `object` are).
     Proposed fix: for a Secret (`model.is_secret(kind)`), build a redactor from the request's `data` and
     `stringData` values (as sent, and base64-decoded) and of the old object's, and apply it to the decision's
     message, warnings and audit annotations before they are logged and spooled (replacing each occurrence by

@@ -297,6 +297,9 @@ async def _restart_above(megabytes: int, stop: asyncio.Event) -> None:
             return
 
 
+YOUNG_COLLECTION_THRESHOLD = 10_000
+
+
 def settle_heap() -> None:
     """Collect what the previous policy set left (cycles: modules, compiled programs), then move every object
     alive now into the collector's permanent generation (`gc.freeze`), done after each policy (re)load.
@@ -305,10 +308,15 @@ def settle_heap() -> None:
     takes ~60 ms on the benchmark machine, during which no request is answered; with those objects frozen,
     the periodic full collections only walk what requests made since. The cost moves to the reload (one
     such pause, in the loading thread). A policy set still held by a request in flight at that moment is
-    frozen with the rest; its cycles are collected at the next reload, which unfreezes everything first."""
+    frozen with the rest; its cycles are collected at the next reload, which unfreezes everything first.
+
+    The youngest generation is collected after 10,000 net allocations instead of 700: a review's CEL
+    evaluation makes thousands of short-lived lists and maps that reference counting frees at once, and the
+    default threshold made the collector walk them in vain (8.6% of the server's CPU at saturation in py-spy)."""
     gc.unfreeze()
     gc.collect()
     gc.freeze()
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def event_settings_from(settings: Settings) -> EventSettings:

@@ -22,52 +22,43 @@ from webhook.cel.comprehensions import (
     plan_comprehension,
     plan_two_variable,
 )
-from webhook.cel.functions import FunctionTable, Overload
+from webhook.cel.functions import FunctionTable
+from webhook.cel.nodes import (
+    COST_LIMIT_MESSAGE,
+    EXACT_TYPE_KINDS,
+    MISSING,
+    Eval,
+    Frame,
+    PlanError,
+    binding_reader,
+    constant,
+    constant_list,
+    dispatch,
+    logical,
+    presence,
+    qualified_name,
+    select_field,
+    select_fields,
+    select_slot_fields,
+    slot_reader,
+    specialised,
+    strict_call,
+    unbound,
+)
 from webhook.cel.proto import checked_pb2, syntax_pb2
-from webhook.cel.values import TYPE_NAMES, CelError, CelType, NoSuchOverload, Optional, UInt, map_get
-
-COST_LIMIT_MESSAGE = "operation cancelled: actual cost limit exceeded"
-
-
-class Frame:
-    """The state of one evaluation: variable bindings, comprehension slots, cost so far and its limit."""
-
-    __slots__ = ("bindings", "cost", "limit", "slots")
-
-    def __init__(self, bindings: Mapping[str, Any], slot_count: int, limit: int) -> None:
-        self.bindings = bindings
-        self.slots: list[Any] = [None] * slot_count
-        self.cost = 0
-        self.limit = limit
-
-
-Eval = Callable[[Frame], Any]
-
-
-class PlanError(Exception):
-    """The tree uses something this runtime does not implement (reported as a compile error)."""
-
-
-class _Held:
-    """An error kept as a comprehension accumulator's value, raised again where the accumulator is read."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: CelError) -> None:
-        self.error = error
-
-
-_MISSING = object()
+from webhook.cel.values import TYPE_NAMES, CelError, CelType, NoSuchOverload, Optional, map_get, type_of
 
 
 class Planner:
     def __init__(self, *, functions: FunctionTable, references: Mapping[int, checked_pb2.Reference],
-                 types: Mapping[int, checked_pb2.Type], variables: frozenset[str], container: str = "") -> None:
+                 types: Mapping[int, checked_pb2.Type], variables: frozenset[str], container: str = "",
+                 type_names: Mapping[str, CelType] = TYPE_NAMES) -> None:
         self.functions = functions
         self.references = references
         self.types = types
         self.variables = variables
         self.container = container
+        self.type_names = type_names  # the type identifiers (`int`, `net.IP`, ...) and the types they denote
         self.scopes: list[dict[str, tuple[int, bool]]] = []  # name -> (slot, may hold an error)
         self.slot_count = 0
         self.static_cost = 0
@@ -77,7 +68,7 @@ class Planner:
     def plan(self, expr: syntax_pb2.Expr) -> Eval:
         kind = expr.WhichOneof("expr_kind")
         if kind == "const_expr":
-            value = _constant(expr.const_expr)
+            value = constant(expr.const_expr)
             return lambda frame: value
         self.static_cost += 1
         if kind == "ident_expr":
@@ -102,18 +93,18 @@ class Planner:
         if not name.startswith("."):  # `.name` is the global name, never a comprehension variable
             for scope in reversed(self.scopes):
                 if name in scope:
-                    return _slot_reader(*scope[name])
+                    return slot_reader(*scope[name])
         reference = self.references.get(node)
         if reference is not None and reference.name:
             name = reference.name.lstrip(".")
             if reference.HasField("value"):
-                value = _constant(reference.value)
+                value = constant(reference.value)
                 return lambda frame: value
         else:
             name = self._resolve(name)
-        if name in self.variables or name not in TYPE_NAMES:
-            return _binding_reader(name)
-        cel_type = TYPE_NAMES[name]
+        if name in self.variables or name not in self.type_names:
+            return binding_reader(name)
+        cel_type = self.type_names[name]
         return lambda frame: cel_type
 
     def _select(self, expr: syntax_pb2.Expr) -> Eval:
@@ -122,11 +113,11 @@ class Planner:
         if reference is not None and reference.name and not reference.overload_id:
             return self._ident(expr.id, reference.name)  # a qualified name the checker resolved
         if not self.references and not select.test_only:
-            qualified = _qualified_name(expr)
+            qualified = qualified_name(expr)
             if qualified is not None and not self._bound(qualified) and self._resolve(qualified) in self.variables:
-                return _binding_reader(self._resolve(qualified))
+                return binding_reader(self._resolve(qualified))
         if select.test_only:
-            return _presence(self.plan(select.operand), select.field)
+            return presence(self.plan(select.operand), select.field)
         fields = [select.field]  # a chain `a.b.c` runs as one loop (no closure call per step)
         operand_expr = select.operand
         while operand_expr.WhichOneof("expr_kind") == "select_expr" and not operand_expr.select_expr.test_only \
@@ -138,9 +129,9 @@ class Planner:
         slot = self._plain_slot(operand_expr)
         if slot is not None:  # a comprehension variable: read its slot in the same closure
             self.static_cost += 1
-            return _slot_fields(slot, tuple(fields))
+            return select_slot_fields(slot, tuple(fields))
         operand = self.plan(operand_expr)
-        return _field(operand, fields[0]) if len(fields) == 1 else _fields(operand, tuple(fields))
+        return select_field(operand, fields[0]) if len(fields) == 1 else select_fields(operand, tuple(fields))
 
     def _plain_slot(self, expr: syntax_pb2.Expr) -> int | None:
         """The slot of an identifier that is a comprehension variable (never an error), else None."""
@@ -160,7 +151,7 @@ class Planner:
             return bool(reference.name) and not reference.overload_id
         if self.references:
             return False
-        qualified = _qualified_name(expr)
+        qualified = qualified_name(expr)
         return qualified is not None and not self._bound(qualified) and self._resolve(qualified) in self.variables
 
     def _bound(self, name: str) -> bool:
@@ -199,25 +190,25 @@ class Planner:
         if overloads:
             unresolved = len(overloads) < len(ids)
             if len(overloads) == 1 and not unresolved and all(self._typed(arg) for arg in raw):
-                return _strict_call(overloads[0].impl, args)  # the checker proved the argument types
-            return _dispatch(function, overloads, args, fallback=implementation if unresolved else None)
-        fast = _specialised(function, raw, args)
+                return strict_call(overloads[0].impl, args)  # the checker proved the argument types
+            return dispatch(function, overloads, args, fallback=implementation if unresolved else None)
+        fast = specialised(function, raw, args)
         if fast is not None:
             return fast
         if implementation is None:  # declared without an implementation, or unchecked: an error where called
-            return _unbound(function)
-        return _strict_call(implementation, args)
+            return unbound(function)
+        return strict_call(implementation, args)
 
     def _typed(self, expr: syntax_pb2.Expr) -> bool:
         """The checker knows the node's type exactly (not dyn, a type parameter, or an error)."""
         found = self.types.get(expr.id)
-        return found is not None and found.WhichOneof("type_kind") in _EXACT_TYPE_KINDS
+        return found is not None and found.WhichOneof("type_kind") in EXACT_TYPE_KINDS
 
     def _and(self, raw: Sequence[syntax_pb2.Expr]) -> Eval:
-        return _logical(self.plan(raw[0]), self.plan(raw[1]), absorbing=False)
+        return logical(self.plan(raw[0]), self.plan(raw[1]), absorbing=False)
 
     def _or(self, raw: Sequence[syntax_pb2.Expr]) -> Eval:
-        return _logical(self.plan(raw[0]), self.plan(raw[1]), absorbing=True)
+        return logical(self.plan(raw[0]), self.plan(raw[1]), absorbing=True)
 
     def _conditional(self, raw: Sequence[syntax_pb2.Expr]) -> Eval:
         condition, then, otherwise = (self.plan(arg) for arg in raw)
@@ -267,7 +258,7 @@ class Planner:
         if not optional:
             if not elements:
                 return lambda frame: []  # a new list each time: comprehensions append to their own in place
-            constants = _constant_list(literal)
+            constants = constant_list(literal)
             if constants is not None:  # values are never changed in place: one list serves every evaluation
                 return lambda frame: constants
             return lambda frame: [element(frame) for element in elements]
@@ -300,7 +291,7 @@ class Planner:
             for key_of, value_of, is_optional in entries:
                 key = key_of(frame)
                 if not isinstance(key, str | int) or isinstance(key, float):
-                    raise CelError(f"unsupported key type: {type(key).__name__}")
+                    raise CelError(f"unsupported key type: {type_of(key).name}")
                 value = value_of(frame)
                 if is_optional:
                     if type(value) is not Optional:
@@ -308,11 +299,10 @@ class Planner:
                     if not value.present:  # no entry, so no repeat either
                         continue
                     value = value.value
-                if map_get(out, key, _MISSING) is not _MISSING:
-                    raise CelError(f"Failed with repeated key: {key}")
+                if map_get(out, key, MISSING) is not MISSING:
+                    raise CelError(f"Failed with repeated key: {str(key).lower() if type(key) is bool else key}")
                 if key in out:  # true and 1, or false and 0: distinct CEL keys, one key of a Python dict
-                    raise CelError(f"unsupported map: keys {key!r} and {int(key)} together (both true and 1, or "
-                                   "false and 0, as keys of one map)")
+                    raise CelError("unsupported map literal: true and 1 (or false and 0) as keys of one map")
                 out[key] = value
             return out
 
@@ -326,265 +316,6 @@ class Planner:
     def allocate(self) -> int:
         self.slot_count += 1
         return self.slot_count - 1
-
-
-_EXACT_TYPE_KINDS = frozenset({"primitive", "list_type", "map_type", "well_known", "null", "message_type"})
-
-
-def _constant_list(literal: syntax_pb2.Expr.CreateList) -> list[Any] | None:
-    if literal.optional_indices or not all(e.WhichOneof("expr_kind") == "const_expr" for e in literal.elements):
-        return None
-    return [_constant(element.const_expr) for element in literal.elements]
-
-
-def _constant_value(expr: syntax_pb2.Expr) -> tuple[bool, Any]:
-    if expr.WhichOneof("expr_kind") == "const_expr":
-        return True, _constant(expr.const_expr)
-    if expr.WhichOneof("expr_kind") == "list_expr":
-        constants = _constant_list(expr.list_expr)
-        return constants is not None, constants
-    return False, None
-
-
-def _specialised(function: str, raw: Sequence[syntax_pb2.Expr], args: Sequence[Eval]) -> Eval | None:
-    """Faster closures for the commonest exact cases: equality with a string or integer literal, `in` a list
-    of string literals, size()."""
-    if function in ("_==_", "_!=_") and len(raw) == 2:
-        for side in (0, 1):
-            known, constant = _constant_value(raw[side])
-            if known and type(constant) is str:
-                other = args[1 - side]
-                if function == "_==_":
-                    return lambda frame: other(frame) == constant  # a str equals only a str, as in CEL
-                return lambda frame: other(frame) != constant
-    if function == "@in" and len(raw) == 2:
-        known, constant = _constant_value(raw[1])
-        if known and isinstance(constant, list) and constant and all(type(c) is str for c in constant):
-            item, members, listed = args[0], frozenset(constant), constant
-
-            def contained(frame: Frame) -> bool:
-                value = item(frame)
-                if type(value) is str:
-                    return value in members
-                return stdlib.contained_in(value, listed)
-
-            return contained
-    if function == "size" and len(raw) == 1:
-        (operand,) = args
-
-        def size(frame: Frame) -> int:
-            value = operand(frame)
-            if type(value) in (list, dict, str):
-                return len(value)
-            return stdlib.size(value)
-
-        return size
-    return None
-
-
-def _qualified_name(expr: syntax_pb2.Expr) -> str | None:
-    parts = []
-    while expr.WhichOneof("expr_kind") == "select_expr":
-        parts.append(expr.select_expr.field)
-        expr = expr.select_expr.operand
-    if expr.WhichOneof("expr_kind") != "ident_expr":
-        return None
-    parts.append(expr.ident_expr.name)
-    return ".".join(reversed(parts))
-
-
-def _constant(constant: syntax_pb2.Constant) -> Any:
-    kind = constant.WhichOneof("constant_kind")
-    if kind == "null_value":
-        return None
-    if kind == "uint64_value":
-        return UInt(constant.uint64_value)
-    if kind in ("bool_value", "int64_value", "double_value", "string_value", "bytes_value"):
-        return getattr(constant, kind)
-    raise PlanError(f"unsupported constant {kind}")
-
-
-def _unbound(function: str) -> Eval:
-    def unbound(frame: Frame) -> Any:
-        raise CelError(f"unbound function: {function}")
-
-    return unbound
-
-
-def _slot_reader(slot: int, may_hold_error: bool) -> Eval:
-    if not may_hold_error:
-        return lambda frame: frame.slots[slot]
-
-    def read(frame: Frame) -> Any:
-        value = frame.slots[slot]
-        if type(value) is _Held:
-            raise value.error
-        return value
-
-    return read
-
-
-def _binding_reader(name: str) -> Eval:
-    def read(frame: Frame) -> Any:
-        try:
-            return frame.bindings[name]
-        except KeyError:
-            raise CelError(f"no such attribute(s): {name}") from None
-
-    return read
-
-
-def _field(operand: Eval, field: str) -> Eval:
-    def select(frame: Frame) -> Any:
-        value = operand(frame)
-        if type(value) is dict:
-            try:
-                return value[field]
-            except KeyError:
-                raise CelError(f"no such key: {field}") from None
-        if isinstance(value, dict):  # a map computed on access (the `variables` of a policy)
-            return value[field]
-        if type(value) is Optional:  # within an optional chain (`a.?b.c`), selection stays optional
-            return stdlib.optional_select(value, field)
-        raise _no_field(value, field)
-
-    return select
-
-
-def _fields(operand: Eval, fields: tuple[str, ...]) -> Eval:
-    def select_chain(frame: Frame) -> Any:
-        value = operand(frame)
-        for field in fields:
-            if type(value) is dict:
-                try:
-                    value = value[field]
-                except KeyError:
-                    raise CelError(f"no such key: {field}") from None
-            elif isinstance(value, dict):
-                value = value[field]
-            elif type(value) is Optional:
-                value = stdlib.optional_select(value, field)
-            else:
-                raise _no_field(value, field)
-        return value
-
-    return select_chain
-
-
-def _slot_fields(slot: int, fields: tuple[str, ...]) -> Eval:
-    if len(fields) == 1:
-        (field,) = fields
-
-        def select_slot(frame: Frame) -> Any:
-            value = frame.slots[slot]
-            if type(value) is dict:
-                try:
-                    return value[field]
-                except KeyError:
-                    raise CelError(f"no such key: {field}") from None
-            return _field_of(value, field)
-
-        return select_slot
-    return _fields(lambda frame: frame.slots[slot], fields)
-
-
-def _field_of(value: Any, field: str) -> Any:
-    if isinstance(value, dict):
-        return value[field]
-    if type(value) is Optional:
-        return stdlib.optional_select(value, field)
-    raise _no_field(value, field)
-
-
-def _no_field(value: Any, field: str) -> CelError:
-    if value is None:
-        return CelError(f"no such key: {field}")
-    return NoSuchOverload("select")
-
-
-def _presence(operand: Eval, field: str) -> Eval:
-    def has(frame: Frame) -> bool:
-        value = operand(frame)
-        if type(value) is Optional:  # within an optional chain: absent when the chain is empty
-            if not value.present:
-                return False
-            value = value.value
-        if isinstance(value, dict):
-            return field in value
-        raise NoSuchOverload("has")
-
-    return has
-
-
-def _logical(left: Eval, right: Eval, *, absorbing: bool) -> Eval:
-    """`&&` (absorbing False) or `||` (absorbing True): an error on one side gives way to the absorbing value on
-    the other, in either order; an operand that is not a bool is a `no such overload` error."""
-
-    def logical(frame: Frame) -> bool:
-        try:
-            first = left(frame)
-        except CelError as error:
-            first_error: CelError | None = error
-        else:
-            if first is absorbing:
-                return bool(absorbing)
-            first_error = None if type(first) is bool else NoSuchOverload("_&&_" if not absorbing else "_||_")
-        try:
-            second = right(frame)
-        except CelError:
-            if first_error is not None:
-                raise first_error from None
-            raise
-        if second is absorbing:
-            return bool(absorbing)
-        if type(second) is not bool:
-            raise first_error or NoSuchOverload("_&&_" if not absorbing else "_||_")
-        if first_error is not None:
-            raise first_error
-        return not absorbing
-
-    return logical
-
-
-def _strict_call(implementation: Callable[..., Any], args: Sequence[Eval]) -> Eval:
-    if len(args) == 0:
-        return lambda frame: implementation()
-    if len(args) == 1:
-        (only,) = args
-        return lambda frame: implementation(only(frame))
-    if len(args) == 2:
-        first, second = args
-        return lambda frame: implementation(first(frame), second(frame))
-    return lambda frame: implementation(*[arg(frame) for arg in args])
-
-
-def _dispatch(function: str, overloads: Sequence[Overload], args: Sequence[Eval],
-              *, fallback: Callable[..., Any] | None = None) -> Eval:
-    """A call among `overloads` (by the argument types, where more than one remains), else `fallback` (a
-    standard function that takes every type it is defined for)."""
-    if len(overloads) == 1 and fallback is None and all(kind is None for kind in overloads[0].kinds):
-        return _strict_call(overloads[0].impl, args)
-    if len(overloads) == 1 and fallback is None:
-        only = overloads[0]
-
-        def checked_call(frame: Frame) -> Any:
-            values = [arg(frame) for arg in args]
-            if not only.accepts(values):
-                raise NoSuchOverload(function)
-            return only.impl(*values)
-
-        return checked_call
-
-    def dynamic_call(frame: Frame) -> Any:
-        values = [arg(frame) for arg in args]
-        for overload in overloads:
-            if overload.accepts(values):
-                return overload.impl(*values)
-        if fallback is not None:
-            return fallback(*values)
-        raise NoSuchOverload(function)
-
-    return dynamic_call
 
 
 _SPECIAL: dict[str, tuple[Callable[[Planner, Sequence[syntax_pb2.Expr]], Eval], int]] = {

@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from webhook.cel.nodes import Eval, Frame, Held
 from webhook.cel.proto import syntax_pb2
 from webhook.cel.values import CelError, NoSuchOverload
 
 if TYPE_CHECKING:
-    from webhook.cel.compiler import Eval, Frame, Planner
+    from webhook.cel.compiler import Planner
 
 
 class CostLimitExceeded(Exception):
@@ -215,8 +216,6 @@ def _exists_one(planner: Planner, node: syntax_pb2.Expr.Comprehension, predicate
 
 def _bind(planner: Planner, node: syntax_pb2.Expr.Comprehension) -> Eval:
     """`cel.bind(name, init, result)`: init once (an error kept until the name is read), then result."""
-    from webhook.cel.compiler import _Held
-
     init = planner.plan(node.accu_init)
     slot = planner.allocate()
     planner.scopes.append({node.accu_var: (slot, True)})
@@ -229,7 +228,7 @@ def _bind(planner: Planner, node: syntax_pb2.Expr.Comprehension) -> Eval:
         try:
             frame.slots[slot] = init(frame)
         except CelError as error:
-            frame.slots[slot] = _Held(error)
+            frame.slots[slot] = Held(error)
         return result(frame)
 
     return bind
@@ -237,8 +236,6 @@ def _bind(planner: Planner, node: syntax_pb2.Expr.Comprehension) -> Eval:
 
 def _fold(planner: Planner, node: syntax_pb2.Expr.Comprehension) -> Eval:
     """The general comprehension, as the CEL specification defines it."""
-    from webhook.cel.compiler import _Held
-
     iter_range = planner.plan(node.iter_range)
     init = planner.plan(node.accu_init)
     accu_slot, item_slot = planner.allocate(), planner.allocate()
@@ -273,7 +270,7 @@ def _fold(planner: Planner, node: syntax_pb2.Expr.Comprehension) -> Eval:
         try:
             slots[accu_slot] = init(frame)
         except CelError as error:
-            slots[accu_slot] = _Held(error)
+            slots[accu_slot] = Held(error)
         for first, second in pairs:
             charge(frame, body_cost)
             slots[item_slot] = first
@@ -287,7 +284,7 @@ def _fold(planner: Planner, node: syntax_pb2.Expr.Comprehension) -> Eval:
             try:
                 slots[accu_slot] = step(frame)
             except CelError as error:
-                slots[accu_slot] = _Held(error)
+                slots[accu_slot] = Held(error)
         return result(frame)
 
     return fold

@@ -52,7 +52,7 @@ def _plain_integer(text: str) -> bool:
 
 
 def _bad_int(text: str) -> int:
-    raise CelError(f"cannot convert {text!r} to int")
+    raise CelError("type conversion error from 'string' to 'int'")  # cel-go's text (Go's strconv error dropped)
 
 
 def to_uint(value: Any) -> UInt:
@@ -67,7 +67,7 @@ def to_uint(value: Any) -> UInt:
         return UInt(int(value))
     if kind is str:
         if not (value.isdigit() and value.isascii()):
-            raise CelError(f"cannot convert {value!r} to uint")
+            raise CelError("type conversion error from 'string' to 'uint'")
         return check_uint(int(value))
     raise NoSuchOverload("uint")
 
@@ -173,7 +173,7 @@ def to_bool(value: Any) -> bool:
             return True
         if value in ("false", "False", "FALSE", "f", "F", "0"):
             return False
-        raise CelError(f"type conversion error from 'string' to 'bool': {value!r}")
+        raise CelError("type conversion error from 'string' to 'bool'")
     raise NoSuchOverload("bool")
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from google.protobuf import any_pb2
 
 from webhook.cel import ext_encoders, ext_math, ext_strings, kubernetes
-from webhook.cel.compiler import COST_LIMIT_MESSAGE, Eval, Frame, PlanError, Planner
+from webhook.cel.compiler import Planner
 from webhook.cel.comprehensions import (
     CostLimitExceeded,
     declare_two_variable,
@@ -22,10 +22,13 @@ from webhook.cel.comprehensions import (
     two_variable_names,
 )
 from webhook.cel.functions import FunctionTable
+from webhook.cel.nodes import COST_LIMIT_MESSAGE, Eval, Frame, PlanError
 from webhook.cel.proto import checked_pb2, syntax_pb2
-from webhook.cel.values import CelError
+from webhook.cel.validators import LiteralError, check_literals
+from webhook.cel.values import TYPE_NAMES, CelError
 
 PER_CALL_LIMIT = 1_000_000  # Kubernetes' PerCallLimit: the cost one expression may take
+_TYPE_NAMES = {**TYPE_NAMES, **kubernetes.TYPE_NAMES}  # type identifiers: CEL's and the Kubernetes library's
 _ERROR_POSITION = re.compile(r"<input>:(\d+):(\d+): ([^\n]*)")
 _STATUS_PREFIX = re.compile(r"^[A-Z_]+: ")
 
@@ -98,7 +101,10 @@ class Environment:
         self.variables = dict(variables or {})
         self.container = container
         self.functions = functions if functions is not None else standard_functions()
-        self._options: dict[str, Any] = {"container": container} if container else {}
+        # The opaque types are messages of this pool (see webhook.cel.kubernetes.declarations).
+        self._options: dict[str, Any] = {"descriptor_pool": kubernetes.descriptor_pool()}
+        if container:
+            self._options["container"] = container
         self._declarations = [*kubernetes.declarations(cel), *declarations]
         self._env = cel.NewEnv(variables=self.variables, extensions=self._extensions(),
                                functions=self._declarations, **self._options)
@@ -118,13 +124,20 @@ class Environment:
             checked = checked_pb2.CheckedExpr()
             envelope.Unpack(checked)
             tree, references, types = checked.expr, checked.reference_map, checked.type_map
-            return_type = expression.return_type()
+            try:
+                return_type = expression.return_type()
+            except RuntimeError:  # a type cel-expr-python cannot express (a map with null, double or list keys)
+                return_type = None
+            try:
+                check_literals(tree)
+            except LiteralError as error:
+                raise _literal_error(source, error, checked.source_info.positions.get(error.node, 0)) from None
         else:
             parsed = syntax_pb2.ParsedExpr()
             envelope.Unpack(parsed)
             tree, return_type = parsed.expr, None
         planner = Planner(functions=self.functions, references=references, types=types,
-                          variables=frozenset(self.variables), container=self.container)
+                          variables=frozenset(self.variables), container=self.container, type_names=_TYPE_NAMES)
         try:
             root = planner.plan(tree)
         except PlanError as error:
@@ -184,6 +197,12 @@ def _calls(expr: syntax_pb2.Expr) -> list[syntax_pb2.Expr.Call]:
 
 _TWO_VARIABLE_HINT = re.compile(
     r"\b(?:all|exists|existsOne|exists_one|transformList|transformMap|transformMapEntry)\s*\(")
+
+
+def _literal_error(source: str, error: LiteralError, offset: int) -> CelCompileError:
+    """The error at the literal's place: `offset` counts code points from the start of `source`."""
+    line_start = source.rfind("\n", 0, offset) + 1
+    return CelCompileError(error.message, line=source.count("\n", 0, offset) + 1, column=offset - line_start + 1)
 
 
 def _compile_error(text: str) -> CelCompileError:

@@ -41,6 +41,7 @@ from webhook.cel.values import (
     compare,
     equals,
     map_get,
+    type_of,
 )
 
 _MISSING = object()
@@ -182,7 +183,7 @@ def index(container: Any, key: Any) -> Any:
     if isinstance(container, list | tuple):
         position = _list_index(key)
         if not 0 <= position < len(container):
-            raise CelError(f"index out of range: {position}")
+            raise CelError(f"index '{position}' out of range in list size '{len(container)}'")
         return container[position]
     if type(container) is Optional:  # within an optional chain
         return optional_index(container, key)
@@ -203,7 +204,7 @@ def _list_index(key: Any) -> int:
         return int(key)
     if kind is float:
         raise CelError(f"unsupported index value {key!r} in list")
-    raise NoSuchOverload("_[_]")
+    raise CelError(f"unsupported index type '{type_of(key).name}' in list")
 
 
 def contained_in(item: Any, container: Any) -> bool:

@@ -123,7 +123,7 @@ class BuiltinEngine:
 
     def to_plain(self, value: Any) -> Any:
         """The value as JSON-like Python; a value JSON cannot hold (bytes, a duration, a timestamp, a type, an
-        optional) anywhere in it is a fault, as on the other engines: convert it with string() first."""
+        optional, a Kubernetes library value) anywhere in it is a fault, as on the other engines."""
         kind = type(value)
         if kind is bool or kind is str or value is None:
             return value
@@ -147,8 +147,7 @@ def _plain(value: Any) -> Any:
         return [_plain(item) for item in value]
     if isinstance(value, bool | str | float | int) or value is None:
         return int(value) if type(value) is UInt else value
-    raise CelEvaluationError(f"a value of type {type_of(value).name} cannot be represented in JSON; convert it "
-                             "with string() first")
+    raise CelEvaluationError(f"a value of type {type_of(value).name} cannot be represented in JSON")
 
 
 def _check_return_type(cel: Any, return_type: Any, expect: ExpectedType) -> None:

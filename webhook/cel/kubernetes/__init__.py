@@ -1,14 +1,15 @@
 """The Kubernetes CEL library for webhook.cel: its opaque types as classes, its functions as overloads with
-Kubernetes' ids (`FUNCTIONS`), and their declarations for cel-expr-python's type checker (`declarations`)."""
+Kubernetes' ids (`FUNCTIONS`), and their declarations for cel-expr-python's type checker (`declarations`, `extension`,
+and `descriptor_pool` for the opaque types, declared as messages)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from webhook.cel.kubernetes.declarations import EXTENDED, function_declarations
+from webhook.cel.kubernetes.declarations import EXTENDED, descriptor_pool, function_declarations
 from webhook.cel.kubernetes.formats import Format
 from webhook.cel.kubernetes.images import Image
-from webhook.cel.kubernetes.library import OPAQUE_TYPES, OVERLOADS, function_table
+from webhook.cel.kubernetes.library import OPAQUE_TYPES, OVERLOADS, TYPE_NAMES, function_table
 from webhook.cel.kubernetes.network import CIDR, IP
 from webhook.cel.kubernetes.quantity import Quantity
 from webhook.cel.kubernetes.semver import Semver
@@ -24,11 +25,12 @@ def declarations(cel: Any) -> list[Any]:
 
 
 def extension(cel: Any) -> Any:
-    """The library's overloads of functions that the strings extension declares too (indexOf and lastIndexOf on
-    lists), as a `cel.CelExtension` for `NewEnv(extensions=...)`, after that extension."""
+    """The library's overloads of functions that the standard library or the strings extension declare too
+    (`string` of an IP or CIDR, indexOf and lastIndexOf on lists), as a `cel.CelExtension` for
+    `NewEnv(extensions=...)`, after the strings extension."""
     extended = [overload for overload in OVERLOADS if overload.function in EXTENDED]
     return cel.CelExtension("kubernetes", function_declarations(cel, extended))
 
 
-__all__ = ["CIDR", "FUNCTIONS", "IP", "OPAQUE_TYPES", "OVERLOADS", "URL", "Format", "Image", "Quantity", "Semver",
-           "declarations", "extension"]
+__all__ = ["CIDR", "FUNCTIONS", "IP", "OPAQUE_TYPES", "OVERLOADS", "TYPE_NAMES", "URL", "Format", "Image", "Quantity",
+           "Semver", "declarations", "descriptor_pool", "extension"]

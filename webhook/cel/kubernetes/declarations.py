@@ -7,21 +7,46 @@ isSorted, sum, min and max are declared per element type, as Kubernetes declares
 
 cel-expr-python lets only an extension add overloads to a function that the standard library or another extension
 declares (`NewEnv(functions=...)` refuses the name: `function 'indexOf' declared multiple times`), so indexOf and
-lastIndexOf, which the strings extension also declares, come as an extension (`EXTENDED`). `string(net.IP)` and
-`string(net.CIDR)` are left out (their implementations are in the FunctionTable): `string` is a standard function,
-and an extension's overload over an abstract type collides with every other overload of the function
-(`string_to_string collides with ip_to_string`).
+lastIndexOf, which the strings extension also declares, and `string(net.IP)`/`string(net.CIDR)`, come as an extension
+(`EXTENDED`).
+
+The opaque types are declared as empty protobuf messages (`descriptor_pool`, for `NewEnv(descriptor_pool=...)`), not
+as abstract types: an overload of `string` over an abstract type collides with every other overload of `string`
+(`string_to_string collides with ip_to_string`), and an abstract type has no type identifier, so `type(x) == net.IP`
+would not check. Being messages, they also refuse field selection at compile time (`undefined field 'v' not found in
+struct 'kubernetes.Quantity'`), as Kubernetes refuses selection on its opaque types.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
-from webhook.cel.kubernetes.library import Declared
+from google.protobuf import descriptor_pb2
+from google.protobuf.descriptor_pool import DescriptorPool
 
-UNDECLARED = frozenset({"string"})  # see the module's docstring
-EXTENDED = frozenset({"indexOf", "lastIndexOf"})  # declared by an extension too: added to with a CelExtension
+from webhook.cel.kubernetes.library import OPAQUE_TYPES, Declared
+
+EXTENDED = frozenset({"indexOf", "lastIndexOf", "string"})  # declared elsewhere too: added to with a CelExtension
+
+
+@lru_cache(maxsize=1)
+def descriptor_pool() -> DescriptorPool:
+    """A descriptor pool with each opaque type as an empty message (`net.IP`, `kubernetes.Quantity`, ...), one
+    file per package; no generated code."""
+    pool = DescriptorPool()
+    packages: dict[str, list[str]] = {}
+    for name in OPAQUE_TYPES:
+        package, _, message = name.rpartition(".")
+        packages.setdefault(package, []).append(message)
+    for package, messages in sorted(packages.items()):
+        file = descriptor_pb2.FileDescriptorProto(name=f"webhook/cel/kubernetes/{package}.proto", package=package,
+                                                  syntax="proto3")
+        for message in messages:
+            file.message_type.add(name=message)
+        pool.Add(file)
+    return pool
 
 
 def _split(arguments: str) -> list[str]:
@@ -43,6 +68,8 @@ def cel_type(cel: Any, name: str) -> Any:
                "timestamp": cel.Type.TIMESTAMP, "dyn": cel.Type.DYN}
     if name in scalars:
         return scalars[name]
+    if name in OPAQUE_TYPES:
+        return cel.Type(name)  # a message type of `descriptor_pool()`
     base, parenthesis, arguments = name.partition("(")
     if not parenthesis:
         return cel.Type.AbstractType(name)
@@ -58,8 +85,6 @@ def function_declarations(cel: Any, overloads: Iterable[Declared]) -> list[Any]:
     """One `cel.FunctionDecl` per function name, with its overloads in table order (no implementations)."""
     by_name: dict[str, list[Any]] = {}
     for overload in overloads:
-        if overload.function in UNDECLARED:
-            continue
         by_name.setdefault(overload.function, []).append(cel.Overload(
             overload.id, cel_type(cel, overload.result), [cel_type(cel, p) for p in overload.parameters],
             is_member=overload.member))

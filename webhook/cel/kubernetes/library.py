@@ -28,7 +28,7 @@ from webhook.cel.kubernetes.quantity import Quantity, parse_quantity
 from webhook.cel.kubernetes.semver import Semver, semver
 from webhook.cel.kubernetes.text import escape_key, find, find_all
 from webhook.cel.kubernetes.urls import URL, is_url, parse_url
-from webhook.cel.values import CelError, Duration, UInt
+from webhook.cel.values import CelError, CelType, Duration, UInt
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +44,10 @@ class Declared:
     impl: Callable[..., Any]
 
 
-# The opaque types, by the CEL name Kubernetes gives them (other modules of the package add theirs).
+# The opaque types, by the CEL name Kubernetes gives them, and the type values those names denote (`net.IP` in
+# `type(x) == net.IP`).
 OPAQUE_TYPES: dict[str, type] = {cls.cel_type.name: cls for cls in (Quantity, Semver, URL, IP, CIDR, Format, Image)}
+TYPE_NAMES: dict[str, CelType] = {name: CelType(name) for name in OPAQUE_TYPES}
 _SCALAR_KINDS: dict[str, Kind] = {
     "string": functions.STRING, "int": functions.INT, "uint": functions.UINT, "double": functions.DOUBLE,
     "bool": functions.BOOL, "bytes": functions.BYTES, "duration": functions.DURATION,
