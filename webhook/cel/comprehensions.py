@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from webhook.cel.nodes import Eval, Frame, Held
+from webhook.cel.nodes import Eval, Frame, Held, walk
 from webhook.cel.proto import syntax_pb2
 from webhook.cel.values import CelError, NoSuchOverload
 
@@ -302,31 +302,8 @@ _ACCUMULATOR = "@result"
 
 def two_variable_names(expr: syntax_pb2.Expr) -> set[str]:
     """The iteration variable names of every two-variable comprehension in a parsed (unchecked) tree."""
-    names: set[str] = set()
-    pending = [expr]
-    while pending:
-        node = pending.pop()
-        kind = node.WhichOneof("expr_kind")
-        if kind == "call_expr":
-            call = node.call_expr
-            if is_two_variable_call(call):
-                names.update(arg.ident_expr.name for arg in call.args[:2])
-            pending.extend(call.args)
-            if call.HasField("target"):
-                pending.append(call.target)
-        elif kind == "select_expr":
-            pending.append(node.select_expr.operand)
-        elif kind == "list_expr":
-            pending.extend(node.list_expr.elements)
-        elif kind == "struct_expr":
-            for entry in node.struct_expr.entries:
-                pending.append(entry.value)
-                if entry.HasField("map_key"):
-                    pending.append(entry.map_key)
-        elif kind == "comprehension_expr":
-            c = node.comprehension_expr
-            pending.extend((c.iter_range, c.accu_init, c.loop_condition, c.loop_step, c.result))
-    return names
+    return {arg.ident_expr.name for node in walk(expr) if node.WhichOneof("expr_kind") == "call_expr"
+            and is_two_variable_call(node.call_expr) for arg in node.call_expr.args[:2]}
 
 
 def is_two_variable_call(call: syntax_pb2.Expr.Call) -> bool:

@@ -22,7 +22,7 @@ from webhook.cel.comprehensions import (
     two_variable_names,
 )
 from webhook.cel.functions import FunctionTable
-from webhook.cel.nodes import COST_LIMIT_MESSAGE, Eval, Frame, PlanError
+from webhook.cel.nodes import COST_LIMIT_MESSAGE, Eval, Frame, PlanError, walk
 from webhook.cel.proto import checked_pb2, syntax_pb2
 from webhook.cel.validators import LiteralError, check_literals
 from webhook.cel.values import TYPE_NAMES, CelError
@@ -168,7 +168,8 @@ class Environment:
         tree = syntax_pb2.ParsedExpr()
         envelope.Unpack(tree)
         names = frozenset(two_variable_names(tree.expr) - set(self.variables))
-        if not names and not any(is_two_variable_call(call) for call in _calls(tree.expr)):
+        if not names and not any(node.WhichOneof("expr_kind") == "call_expr" and
+                                 is_two_variable_call(node.call_expr) for node in walk(tree.expr)):
             return self._env
         env = self._two_variable_envs.get(names)
         if env is None:
@@ -178,21 +179,6 @@ class Environment:
             if len(self._two_variable_envs) < 64:
                 self._two_variable_envs[names] = env
         return env
-
-
-def _calls(expr: syntax_pb2.Expr) -> list[syntax_pb2.Expr.Call]:
-    found = []
-    pending = [expr]
-    while pending:
-        node = pending.pop()
-        if node.WhichOneof("expr_kind") == "call_expr":
-            found.append(node.call_expr)
-            pending.extend(node.call_expr.args)
-            if node.call_expr.HasField("target"):
-                pending.append(node.call_expr.target)
-        elif node.WhichOneof("expr_kind") == "select_expr":
-            pending.append(node.select_expr.operand)
-    return found
 
 
 _TWO_VARIABLE_HINT = re.compile(

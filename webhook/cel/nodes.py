@@ -5,7 +5,7 @@ argument types open), and the specialised forms of the commonest exact cases."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from webhook.cel import stdlib
@@ -304,3 +304,29 @@ def dispatch(function: str, overloads: Sequence[Overload], args: Sequence[Eval],
         raise NoSuchOverload(function)
 
     return dynamic_call
+
+
+def walk(expr: syntax_pb2.Expr) -> Iterator[syntax_pb2.Expr]:
+    """Every node of the tree, parents before children."""
+    pending = [expr]
+    while pending:
+        node = pending.pop()
+        yield node
+        kind = node.WhichOneof("expr_kind")
+        if kind == "call_expr":
+            if node.call_expr.HasField("target"):
+                pending.append(node.call_expr.target)
+            pending.extend(node.call_expr.args)
+        elif kind == "select_expr":
+            pending.append(node.select_expr.operand)
+        elif kind == "list_expr":
+            pending.extend(node.list_expr.elements)
+        elif kind == "struct_expr":
+            for entry in node.struct_expr.entries:
+                if entry.HasField("map_key"):
+                    pending.append(entry.map_key)
+                pending.append(entry.value)
+        elif kind == "comprehension_expr":
+            comprehension = node.comprehension_expr
+            pending.extend([comprehension.iter_range, comprehension.accu_init, comprehension.loop_condition,
+                            comprehension.loop_step, comprehension.result])

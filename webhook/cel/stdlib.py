@@ -70,7 +70,7 @@ def add(left: Any, right: Any) -> Any:
 
 
 def _duration(nanos: int) -> Duration:
-    if not -Duration.LIMIT <= nanos <= Duration.LIMIT:
+    if not Duration.MIN <= nanos <= Duration.LIMIT:
         raise CelError("integer overflow")
     return Duration(nanos)
 

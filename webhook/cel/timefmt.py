@@ -10,30 +10,38 @@ from decimal import Decimal
 from webhook.cel.values import CelError, Duration, Timestamp
 
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+# Go's time.Parse(time.RFC3339, ...): ASCII digits, upper-case T and Z, a fraction after a period or a comma (digits
+# past nanoseconds dropped), zone offsets up to 24:60.
 _RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))\Z")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:[.,](\d+))?(?:(Z)|([+-])(\d{2}):(\d{2}))\Z", re.ASCII)
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)", re.ASCII)
+_NOT_A_TIMESTAMP = "type conversion error from 'string' to 'google.protobuf.Timestamp'"  # cel-go's texts
+_NOT_A_DURATION = "type conversion error from 'string' to 'google.protobuf.Duration'"
 _UNIT_NANOS = {"ns": 1, "us": 1000, "µs": 1000, "μs": 1000, "ms": 10**6, "s": 10**9, "m": 60 * 10**9,
                "h": 3600 * 10**9}
 
 
 def parse_timestamp(text: str) -> Timestamp:
     found = _RFC3339.match(text)
-    if found is None:
-        raise CelError(f"timestamp parsing error: cannot parse {text!r} as RFC 3339")
+    if found is None or (found.group(9) and (int(found.group(10)) > 24 or int(found.group(11)) > 60)):
+        raise CelError(_NOT_A_TIMESTAMP)
     year, month, day, hour, minute, second = (int(found.group(i)) for i in range(1, 7))
-    fraction = (found.group(7) or "").ljust(9, "0")
+    fraction = (found.group(7) or "")[:9].ljust(9, "0")
+    cycles = 1 if year == 0 else 0  # year 0 (Go reads it) as year 400: the same calendar, 146097 days later
     try:
-        moment = datetime.datetime(year, month, day, hour, minute, second, tzinfo=datetime.UTC)
-    except ValueError as error:
-        raise CelError(f"timestamp parsing error: {error}") from None
+        moment = datetime.datetime(year + 400 * cycles, month, day, hour, minute, second, tzinfo=datetime.UTC)
+    except ValueError:
+        raise CelError(_NOT_A_TIMESTAMP) from None
     offset = 0
     if found.group(9):
         offset = (int(found.group(10)) * 60 + int(found.group(11))) * 60
         if found.group(9) == "-":
             offset = -offset
-    seconds = (moment - _EPOCH) // datetime.timedelta(seconds=1) - offset
-    return Timestamp(seconds * 10**9 + int(fraction or "0"))
+    seconds = (moment - _EPOCH) // datetime.timedelta(seconds=1) - offset - cycles * 146097 * 86400
+    try:
+        return Timestamp(seconds * 10**9 + int(fraction))
+    except CelError:  # years 0 or 10000 in UTC, from the offset
+        raise CelError("timestamp overflow") from None
 
 
 def format_timestamp(value: Timestamp) -> str:
@@ -58,13 +66,13 @@ def parse_duration(text: str) -> Duration:
     if rest == "0":
         return Duration(0)
     if not rest:
-        raise CelError(f"invalid duration {text!r}")
+        raise CelError(_NOT_A_DURATION)
     total = 0
     position = 0
     while position < len(rest):
         found = _DURATION_PART.match(rest, position)
         if found is None:
-            raise CelError(f"invalid duration {text!r}")
+            raise CelError(_NOT_A_DURATION)
         number, unit = found.group(1), found.group(2)
         whole, _, fraction = number.partition(".")
         scale = _UNIT_NANOS[unit]
@@ -74,8 +82,8 @@ def parse_duration(text: str) -> Duration:
         position = found.end()
     try:
         return Duration(sign * total)
-    except CelError:
-        raise CelError(f"invalid duration {text!r}: out of range") from None
+    except CelError:  # past int64 nanoseconds: Go's time.ParseDuration fails
+        raise CelError(_NOT_A_DURATION) from None
 
 
 def format_duration(value: Duration) -> str:

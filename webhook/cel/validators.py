@@ -9,9 +9,8 @@ which Kubernetes turns on with `OptOptimize`); a pattern that does not compile r
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from webhook.cel.kubernetes.text import compile_regex
+from webhook.cel.nodes import walk
 from webhook.cel.proto import syntax_pb2
 from webhook.cel.values import CelError
 
@@ -29,7 +28,7 @@ class LiteralError(Exception):
 
 def check_literals(expr: syntax_pb2.Expr) -> None:
     """Raise LiteralError for the first regex literal that RE2 (Go's regexp syntax) cannot compile."""
-    for node in _nodes(expr):
+    for node in walk(expr):
         if node.WhichOneof("expr_kind") != "call_expr" or node.call_expr.function not in _REGEX_FUNCTIONS:
             continue
         call = node.call_expr
@@ -42,28 +41,3 @@ def check_literals(expr: syntax_pb2.Expr) -> None:
                 except CelError as error:
                     raise LiteralError(f"{call.function}: {error.message}", node=argument.id) from None
 
-
-def _nodes(expr: syntax_pb2.Expr) -> Iterator[syntax_pb2.Expr]:
-    """Every node of the tree, parents before children."""
-    pending = [expr]
-    while pending:
-        node = pending.pop()
-        yield node
-        kind = node.WhichOneof("expr_kind")
-        if kind == "call_expr":
-            if node.call_expr.HasField("target"):
-                pending.append(node.call_expr.target)
-            pending.extend(node.call_expr.args)
-        elif kind == "select_expr":
-            pending.append(node.select_expr.operand)
-        elif kind == "list_expr":
-            pending.extend(node.list_expr.elements)
-        elif kind == "struct_expr":
-            for entry in node.struct_expr.entries:
-                if entry.HasField("map_key"):
-                    pending.append(entry.map_key)
-                pending.append(entry.value)
-        elif kind == "comprehension_expr":
-            comprehension = node.comprehension_expr
-            pending.extend([comprehension.iter_range, comprehension.accu_init, comprehension.loop_condition,
-                            comprehension.loop_step, comprehension.result])

@@ -95,7 +95,7 @@ class Timestamp:
 
     def __init__(self, nanos: int) -> None:
         if not self.MIN_SECONDS * 10**9 <= nanos < (self.MAX_SECONDS + 1) * 10**9:
-            raise CelError("timestamp out of range")
+            raise CelError("timestamp overflow")  # cel-go's text
         self.nanos = nanos
 
     def __eq__(self, other: object) -> bool:
@@ -120,10 +120,11 @@ class Duration:
     __slots__ = ("nanos",)
     cel_type: ClassVar[CelType] = DURATION_TYPE
     LIMIT: ClassVar[int] = 2**63 - 1
+    MIN: ClassVar[int] = -(2**63)
 
     def __init__(self, nanos: int) -> None:
-        if not -self.LIMIT <= nanos <= self.LIMIT:
-            raise CelError("duration out of range")
+        if not self.MIN <= nanos <= self.LIMIT:
+            raise CelError("integer overflow")  # cel-go's text, as its duration arithmetic says
         self.nanos = nanos
 
     def __eq__(self, other: object) -> bool:

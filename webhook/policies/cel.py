@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from webhook.cel.environment import CelCompileError as CelCompileError  # one class for every engine
 from webhook.policies.scope import (
     LAZY_FUNCTION,
     LAZY_RUN,
@@ -33,16 +34,6 @@ ExpectedType = Literal["bool", "string", "list", "any"]
 # Every name an expression can refer to, as in the Kubernetes API server.
 VARIABLE_NAMES = ("object", "oldObject", "request", "params", "namespaceObject", "variables")
 _MAX_MESSAGE = 500
-class CelCompileError(Exception):
-    """An expression that does not compile; `line` and `column` are 1-based within the expression."""
-
-    def __init__(self, message: str, *, line: int = 1, column: int = 1) -> None:
-        super().__init__(message)
-        self.message = message
-        self.line = line
-        self.column = column
-
-
 class CelEvaluationError(Exception):
     """An expression that failed at run time (an error value or a raised error), or a wrong result type."""
 

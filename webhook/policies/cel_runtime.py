@@ -11,7 +11,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from webhook.cel.environment import PER_CALL_LIMIT, Environment, Program
-from webhook.cel.environment import CelCompileError as RuntimeCompileError
 from webhook.cel.values import CelError, UInt, type_of
 from webhook.policies.cel import (
     VARIABLE_NAMES,
@@ -107,10 +106,7 @@ class BuiltinEngine:
         self._environment = Environment({name: cel.Type.DYN for name in VARIABLE_NAMES})
 
     def compile(self, source: str, *, expect: ExpectedType, scope: PolicyScope | None = None) -> _BuiltinProgram:
-        try:
-            program = self._environment.compile(source)
-        except RuntimeCompileError as error:
-            raise CelCompileError(error.message, line=error.line, column=error.column) from error
+        program = self._environment.compile(source)  # raises CelCompileError
         _check_return_type(self._cel, program.return_type, expect)
         return _BuiltinProgram(source, program, expect)
 

@@ -1,12 +1,14 @@
 """A deadline for evaluating one request's policies, so that a runaway policy becomes a fault, not a hang.
 
-No Python CEL engine has Kubernetes' cost budget, and a Python policy can loop or sleep. A real-time
-interval timer (SIGALRM) interrupts the serving thread when the deadline passes: the handler raises
-`DeadlineExceeded` (a BaseException, so that a policy's own `except Exception` cannot swallow it) at the
-next Python bytecode, inside whatever policy was running; the pipeline turns it into a fault of that policy
-and of the ones not yet evaluated, each under its own failurePolicy. C code runs to its end first: the
-cel-expr-python engine stops any evaluation after 10,000 comprehension iterations by itself, and regular
-expressions use RE2 (linear time) on both engines.
+The builtin CEL engine has Kubernetes' cost limits, but a cost count is not a clock (a library call over a
+large argument costs little in it), and a Python policy can loop or sleep. A real-time interval timer
+(SIGALRM) interrupts the serving thread when the deadline passes: the handler raises `DeadlineExceeded` (a
+BaseException, so that neither a policy's own `except Exception` nor CEL's `||` can swallow it) at the next
+Python bytecode, inside whatever policy was running (the builtin engine is Python throughout, library
+functions included); the pipeline turns it into a fault of that policy and of the ones not yet evaluated,
+each under its own failurePolicy. C code runs to its end first: the cel-expr-python engine stops any
+evaluation after 10,000 comprehension iterations by itself, and regular expressions use RE2 (linear time)
+on every engine.
 
 Signals reach only the main thread, where uvicorn runs the app; elsewhere (an embedding in a thread) no
 deadline is armed and `active()` says so.
