@@ -114,8 +114,10 @@ class BuiltinEngine:
         return value
 
     def activation(self, bindings: Mapping[str, Any]) -> Any:
-        """A policy run's bindings, with its cost budget."""
-        return {**bindings, _BUDGET: _Budget()}
+        """A policy run's bindings, with its cost budget (a dict built for the call is used as it is)."""
+        activation = bindings if type(bindings) is dict else dict(bindings)
+        activation[_BUDGET] = _Budget()
+        return activation
 
     def to_plain(self, value: Any) -> Any:
         """The value as JSON-like Python; a value JSON cannot hold (bytes, a duration, a timestamp, a type, an
