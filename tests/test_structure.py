@@ -35,7 +35,8 @@ LAYERS = [
     # (webhook.cel.kubernetes.*) below the libraries that build on it.
     {"webhook.cel.environment"},
     {"webhook.cel.compiler", "webhook.cel.comprehensions", "webhook.cel.validators"},
-    {"webhook.cel.nodes", "webhook.cel.stdlib", "webhook.cel.ext_strings", "webhook.cel.ext_math", "webhook.cel.ext_encoders"},
+    {"webhook.cel.nodes", "webhook.cel.stdlib", "webhook.cel.ext_strings", "webhook.cel.ext_math",
+     "webhook.cel.ext_encoders"},
     {"webhook.cel.kubernetes"},
     {"webhook.cel.ext_format", "webhook.cel.conversions", "webhook.cel.kubernetes.*"},
     {"webhook.cel.functions", "webhook.cel.timefmt", "webhook.cel.values", "webhook.cel.proto", "webhook.cel.proto.*",
