@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -125,17 +126,28 @@ def _selectors_match(match: MatchResources, context: RequestContext, namespace_l
 
 
 class _PolicyRun:
-    """cel-python: an activation of its own per policy; variables evaluated when first used (as the API
-    server's lazy variables: one used only in an untaken branch never runs, and a failed one faults only the
-    expressions that reach it)."""
+    """builtin and cel-python: an activation of its own per policy; variables evaluated when first used (as the
+    API server's lazy variables: one used only in an untaken branch never runs, and a failed one faults only the
+    expressions that reach it).
+
+    The activation holds the lazy `variables`, which compute through this run: they reach it through a weak
+    reference, so that a finished run (its activation and every value it computed) is freed at once by reference
+    counting instead of waiting, as a cycle, for the collector (~130 objects per review of the benchmark's mix)."""
 
     def __init__(self, engine: Engine, base: Mapping[str, Any], policy: CompiledPolicy, params: Any) -> None:
         self.engine = engine
         self.programs = policy.variable_programs
         self.values: dict[str, Any] = {}
         self.errors: dict[str, str] = {}
-        self.activation = engine.activation({**base, "params": params,
-                                             "variables": engine.lazy_variables(self._variable)})
+        run = weakref.ref(self)
+
+        def variable(name: str) -> Any:
+            alive = run()
+            if alive is None:
+                raise CelEvaluationError("variables are only available while their policy is evaluated")
+            return alive._variable(name)
+
+        self.activation = engine.activation({**base, "params": params, "variables": engine.lazy_variables(variable)})
 
     def _variable(self, name: str) -> Any:
         """The engine value of `variables.NAME`, computed once; raises CelEvaluationError."""
