@@ -1,4 +1,4 @@
-"""What params cost per request: a ValidatingAdmissionPolicy evaluated with 1 or 3 params objects, both engines.
+"""What params cost per request: a ValidatingAdmissionPolicy evaluated with 1 or 3 params objects, on every engine.
 
     .venv/bin/python bench/params_cost.py [--requests 3000]
 
