@@ -116,3 +116,29 @@ def test_chains_of_variables_are_lazy_and_name_the_failed_variable(tmp_path: Pat
     if length == 3:  # a long chain's message is cut short
         assert "noSuchField" in message.rsplit("variables.bad0: ", 1)[1]
     assert "count chain" not in message
+
+
+HAS_POLICY = """\
+apiVersion: webhook.dev/v1alpha1
+kind: Policy
+metadata: {name: presence}
+spec:
+  matchConstraints:
+    resourceRules: [{apiGroups: [""], apiVersions: ["v1"], operations: ["CREATE"], resources: ["pods"]}]
+  variables:
+    - name: broken
+      expression: "object.spec.noSuchField"
+  validations:
+    - expression: "has(variables.broken)"
+      message: a declared variable is present even when it fails
+    - expression: "!('undeclared' in variables)"
+      message: a name that is not declared is not in variables
+"""
+
+
+def test_a_declared_variable_is_present_and_an_undeclared_name_is_not(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(HAS_POLICY)
+    policy_set = load_policy_set(tmp_path, engine=make_engine("builtin"))
+    parsed, raw = parse_review(orjson.dumps(review(pod())))
+    decision = admit(policy_set, parsed.request, raw, phase="validate")
+    assert (decision.allowed, decision.message) == (True, "")

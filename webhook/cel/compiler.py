@@ -7,7 +7,7 @@ are recognised by their expanded shape and run as plain Python loops; any other 
 loop. Comprehension variables live in numbered slots of the evaluation's frame, assigned at plan time.
 
 Cost: every node is charged as it is planned (a static count), and a comprehension charges its loop body's count
-for each iteration, against the frame's limit; Kubernetes' figures for library calls are in webhook.cel.cost.
+for each iteration, against the frame's limit (Kubernetes' limits; not cel-go's per-function size estimates).
 """
 
 from __future__ import annotations
@@ -112,10 +112,8 @@ class Planner:
         reference = self.references.get(expr.id)
         if reference is not None and reference.name and not reference.overload_id:
             return self._ident(expr.id, reference.name)  # a qualified name the checker resolved
-        if not self.references and not select.test_only:
-            qualified = qualified_name(expr)
-            if qualified is not None and not self._bound(qualified) and self._resolve(qualified) in self.variables:
-                return binding_reader(self._resolve(qualified))
+        if not select.test_only and not self.references and self._is_name(expr):
+            return binding_reader(self._resolve(qualified_name(expr) or ""))  # unchecked: a declared qualified name
         if select.test_only:
             return presence(self.plan(select.operand), select.field)
         fields = [select.field]  # a chain `a.b.c` runs as one loop (no closure call per step)

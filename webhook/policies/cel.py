@@ -69,9 +69,9 @@ class Engine(Protocol):
         """The `variables` binding from evaluated (engine-native) variable values."""
         ...
 
-    def lazy_variables(self, compute: Callable[[str], Any]) -> Any:
-        """A `variables` binding whose entries are computed on first access by `compute(name)` (which raises
-        CelEvaluationError for a failed variable); only for engines that do not share activations."""
+    def lazy_variables(self, compute: Callable[[str], Any], names: frozenset[str]) -> Any:
+        """A `variables` binding whose entries (`names`) are computed on first access by `compute(name)` (which
+        raises CelEvaluationError for a failed variable); only for engines that do not share activations."""
         ...
 
     def evaluate_with_variables(self, program: Program, activation: Any, variables: Mapping[str, Program],
@@ -198,7 +198,7 @@ class CelExprEngine:
     def bind_variables(self, values: Mapping[str, Any]) -> Any:
         return dict(values)
 
-    def lazy_variables(self, compute: Callable[[str], Any]) -> Any:
+    def lazy_variables(self, compute: Callable[[str], Any], names: frozenset[str]) -> Any:
         raise NotImplementedError("cel-expr-python binds variables inside each program (see closed_source)")
 
     def evaluate_with_variables(self, program: Program, activation: Any, variables: Mapping[str, Program],
@@ -370,7 +370,7 @@ class CelpyEngine:
     def bind_variables(self, values: Mapping[str, Any]) -> Any:
         return self._types.MapType({self._types.StringType(k): v for k, v in values.items()})
 
-    def lazy_variables(self, compute: Callable[[str], Any]) -> Any:
+    def lazy_variables(self, compute: Callable[[str], Any], names: frozenset[str]) -> Any:
         from celpy.evaluation import CELEvalError
 
         types = self._types

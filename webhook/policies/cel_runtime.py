@@ -69,7 +69,7 @@ class _LazyVariables(dict[str, Any]):
 
     __slots__ = ("_compute", "_names")
 
-    def __init__(self, compute: Callable[[str], Any], names: frozenset[str] | None) -> None:
+    def __init__(self, compute: Callable[[str], Any], names: frozenset[str]) -> None:
         super().__init__()
         self._compute = compute
         self._names = names
@@ -83,13 +83,7 @@ class _LazyVariables(dict[str, Any]):
         return value
 
     def __contains__(self, name: object) -> bool:
-        if dict.__contains__(self, name):
-            return True
-        try:
-            self[name]  # type: ignore[index]
-        except CelError:
-            return True  # declared, but failed: has() is about presence
-        return dict.__contains__(self, name)
+        return name in self._names  # a declared variable is present, computed or not, failed or not
 
 
 class BuiltinEngine:
@@ -130,8 +124,8 @@ class BuiltinEngine:
     def bind_variables(self, values: Mapping[str, Any]) -> Any:
         return dict(values)
 
-    def lazy_variables(self, compute: Callable[[str], Any]) -> Any:
-        return _LazyVariables(compute, None)
+    def lazy_variables(self, compute: Callable[[str], Any], names: frozenset[str]) -> Any:
+        return _LazyVariables(compute, names)
 
     def evaluate_with_variables(self, program: Any, activation: Any, variables: Mapping[str, Any],
                                 memo: dict[str, tuple[Any, str | None]]) -> Any:

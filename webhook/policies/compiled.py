@@ -77,6 +77,7 @@ class CompiledPolicy:
     needs_namespace: bool = field(init=False)  # matching depends on the namespace's labels (a namespaceSelector)
     selects_all: bool = field(init=False)  # no object or namespace selector: matching the rules is enough
     variable_programs: Mapping[str, Program] = field(init=False)
+    variable_names: frozenset[str] = field(init=False)
     own_params: Resolution | None = field(init=False)  # the Policy kind's `params` (no paramKind, no paramRef)
 
     def __post_init__(self) -> None:
@@ -86,6 +87,7 @@ class CompiledPolicy:
         object.__setattr__(self, "selects_all", all(is_empty(m.namespaceSelector) and is_empty(m.objectSelector)
                                                     for m in matches))
         object.__setattr__(self, "variable_programs", {v.name: v.program for v in self.variables})
+        object.__setattr__(self, "variable_names", frozenset(self.variable_programs))
         object.__setattr__(self, "own_params", Resolution(objects=(
             ParamObject("", "", {}, self.params, self.params_prepared),)) if self.param_kind is None and
             self.param_ref is None else None)

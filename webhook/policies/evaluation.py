@@ -147,7 +147,8 @@ class _PolicyRun:
                 raise CelEvaluationError("variables are only available while their policy is evaluated")
             return alive._variable(name)
 
-        self.activation = engine.activation({**base, "params": params, "variables": engine.lazy_variables(variable)})
+        self.activation = engine.activation({**base, "params": params, "variables": engine.lazy_variables(
+            variable, policy.variable_names)})
 
     def _variable(self, name: str) -> Any:
         """The engine value of `variables.NAME`, computed once; raises CelEvaluationError."""
