@@ -29,7 +29,6 @@ from webhook.cel.conversions import (
 from webhook.cel.values import (
     INT64_MAX,
     INT64_MIN,
-    UINT64_MAX,
     CelError,
     Duration,
     NoSuchOverload,
@@ -367,4 +366,3 @@ STANDARD: dict[str, Callable[..., Any]] = {
     "cel.@mapInsert": map_insert, "@listAppend": list_append,
 }
 
-_ = UINT64_MAX  # re-exported range constant used by conversions' callers
