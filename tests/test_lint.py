@@ -166,3 +166,18 @@ def test_deep_nesting_refused_on_unbounded_engines_and_authorizer_everywhere(tmp
     three = nested.replace("[1].exists(d, d == 1)", "true")
     write(tmp_path, "p.yaml", HEADER.format(name="ok") + f'  validations:\n    - expression: "{three}"\n')
     assert lint(tmp_path, capsys, "--cel-engine", engine)[0] == 0
+
+
+def test_yaml_aliases_are_refused_at_their_use_without_expanding_them(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """A 'billion laughs': nine levels of nine aliases would expand to 9^9 strings (it ran past 30 s and 2.6 GB)."""
+    levels = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    levels += [f"a{n}: &a{n} [" + ", ".join([f"*a{n - 1}"] * 9) + "]" for n in range(1, 9)]
+    path = write(tmp_path, "bomb.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: bomb}\ndata:\n" +
+                 "".join(f"  {level}\n" for level in levels))
+    code, lines = lint(tmp_path, capsys)
+    assert code == 1
+    refused = [line for line in lines if "used again through a YAML alias" in line]
+    assert len(refused) == 8  # one per anchored value, at the anchor (a0 to a7; a8 is not used again)
+    assert refused[0] == (f"{path}:5:7: this value is used again through a YAML alias (*name); aliases are not "
+                          "allowed: write the value out where it is used")

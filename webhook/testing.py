@@ -145,10 +145,13 @@ class _Runner:
         if isinstance(value, dict) and set(value) == {"file"}:
             file = path.parent / str(value["file"])
             try:
-                loaded = yaml.safe_load(file.read_text())
-            except (OSError, yaml.YAMLError) as error:
+                text = file.read_text()
+            except OSError as error:
                 raise _CaseError(document.problem(at, f"cannot read {file}: {error}")) from error
-            return loaded
+            documents, problems = parse_documents(text, path=str(file))  # positions; no YAML aliases
+            if problems:
+                raise _CaseError(problems[0])
+            return documents[0].data if documents else None
         return value
 
     def _policy_set(self, document: Document, test: TestDocument) -> PolicySet:

@@ -72,11 +72,17 @@ class Document:
 
 
 class _Builder:
+    """Plain data from a composed YAML document. Aliases (`*name`) are refused: the composer hands an alias back
+    as the anchored node itself, and building it again for each use made a 527-byte file of nested aliases
+    (a "billion laughs") grow past gigabytes; no Kubernetes object needs them."""
+
     def __init__(self, document: Document, lines: list[str]) -> None:
         self.document = document
         self.lines = lines
         self.constructor = SafeConstructor()
         self.problems: list[SourceProblem] = []
+        self.built: set[int] = set()  # the collection nodes already built (by id): one seen again is an alias
+        self.reported: set[int] = set()
 
     def position(self, node: Node) -> Position:
         mark = node.start_mark
@@ -90,6 +96,14 @@ class _Builder:
         return Position(mark.line + 1, mark.column + 1, style or None, indent)
 
     def build(self, node: Node, path: FieldPath) -> Any:
+        if isinstance(node, MappingNode | SequenceNode):
+            if id(node) in self.built:  # reported at the anchor: the composer keeps no position of the alias
+                if id(node) not in self.reported:
+                    self.reported.add(id(node))
+                    self.problems.append(self.at(node, "this value is used again through a YAML alias (*name); "
+                                                       "aliases are not allowed: write the value out where it is used"))
+                return None
+            self.built.add(id(node))
         self.document.positions[path] = self.position(node)
         if isinstance(node, MappingNode):
             result: dict[str, Any] = {}
