@@ -181,3 +181,23 @@ def test_yaml_aliases_are_refused_at_their_use_without_expanding_them(tmp_path: 
     assert len(refused) == 8  # one per anchored value, at the anchor (a0 to a7; a8 is not used again)
     assert refused[0] == (f"{path}:5:7: this value is used again through a YAML alias (*name); aliases are not "
                           "allowed: write the value out where it is used")
+
+
+def test_a_link_out_of_the_policy_directory_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A link to a directory elsewhere (a system directory with a `sitecustomize.py` was picked up as a policy)
+    is refused; links that stay inside, as a ConfigMap volume's `..data` links do, load."""
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "sitecustomize.py").write_text("import os\n")
+    policies = tmp_path / "policies"
+    data = policies / "..2026_12_02_00_00_00.000000000"
+    data.mkdir(parents=True)
+    (data / "ok.yaml").write_text("apiVersion: v1\nkind: Namespace\nmetadata: {name: team-a}\n")
+    (policies / "..data").symlink_to(data.name)
+    (policies / "ok.yaml").symlink_to("..data/ok.yaml")
+    assert lint(policies, capsys)[0] == 0
+    (policies / "system").symlink_to(outside)
+    code, lines = lint(policies, capsys)
+    assert code == 1
+    assert f"{policies / 'system' / 'sitecustomize.py'}:1:1: links to {outside.resolve() / 'sitecustomize.py'}, " \
+           "outside the policy directory; policy files must be inside it" in lines, lines

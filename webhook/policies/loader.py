@@ -405,8 +405,12 @@ def load_policy_set(directory: Path, *, engine: Engine) -> PolicySet:
     files = policy_files(directory)
     generation = fingerprint(directory)[:12]
     compiler = _Compiler(engine, directory)
+    inside = directory.resolve()
     for path in files:
-        if path.suffix == ".py":
+        if not path.resolve().is_relative_to(inside):  # a ConfigMap volume's own links stay inside
+            compiler.problems.append(SourceProblem(compiler.display(path), 1, 1, (
+                f"links to {path.resolve()}, outside the policy directory; policy files must be inside it")))
+        elif path.suffix == ".py":
             compiler.load_python(path, generation)
         else:
             compiler.load_yaml(path)
