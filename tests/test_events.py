@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import stat
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -290,3 +291,14 @@ def test_broken_subscribers_file_is_refused_with_its_position(tmp_path: Path,
                     "    filters:\n      - regex: {type: .*}\n")
     assert main(["serve", "--subscribers", str(path), "--state-dir", str(tmp_path / "state")]) == 2
     assert f"{path}:5:9: unknown filter dialect 'regex'" in capsys.readouterr().err
+
+
+def test_an_outbox_made_before_the_owner_only_rule_is_made_owner_only(tmp_path: Path) -> None:
+    """Was a finding: outbox.db created with the umask (0644) kept that mode after the fix; it holds event data."""
+    state = tmp_path / "state"
+    state.mkdir()
+    old = state / "outbox.db"
+    old.touch(mode=0o644)
+    old.chmod(0o644)
+    Outbox(old).close()
+    assert stat.S_IMODE(old.stat().st_mode) == 0o600

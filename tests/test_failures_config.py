@@ -289,3 +289,37 @@ def test_certificate_files_replaced_by_garbage_keep_the_last_good_pair(server_pr
     else:
         assert _served_certificate(server, ca_file) == good_der
     assert expired_der != good_der
+
+
+def test_an_expired_certificate_at_start_is_reported(server_processes: Start, tmp_path: Path) -> None:
+    """Was a finding: a certificate that had expired was served at start with no `tlsProblem` (only reloads
+    checked validity). It is still served (there is no other), and /readyz and the log say so."""
+    certs = tmp_path / "pki"
+    assert main(["certs", "generate", "--dir", str(certs), "--dns-name", "127.0.0.1"]) == 0
+    ca_file = certs / "ca.crt"
+    ca_cert = x509.load_pem_x509_certificate(ca_file.read_bytes())
+    ca_key = serialization.load_pem_private_key((certs / "ca.key").read_bytes(), password=None)
+    expired, expired_key = generate_serving(ca_cert=ca_cert, ca_key=ca_key, names=["127.0.0.1"], days=0)  # type: ignore[arg-type]
+    cert_file, key_file = tmp_path / "expired.crt", tmp_path / "expired.key"
+    cert_file.write_bytes(expired.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(expired_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                   serialization.NoEncryption()))
+    (tmp_path / "policies").mkdir()
+    server = server_processes("--tls-cert-file", str(cert_file), "--tls-key-file", str(key_file),
+                              "--policies", str(tmp_path / "policies"))
+    unverified = client_context(ca_file)
+    unverified.check_hostname = False
+    unverified.verify_mode = ssl.CERT_NONE
+
+    def tls_problem() -> str | None:
+        assert server.process.poll() is None, server.output()
+        try:
+            with httpx.Client(base_url=server.url, verify=unverified, timeout=10) as client:
+                return str(client.get("/readyz").json().get("tlsProblem", ""))
+        except httpx.TransportError:
+            return None
+
+    problem = wait_for(tls_problem, what="/readyz answering")
+    assert problem.startswith(f"serving certificate {cert_file} is not valid now: the certificate is valid only "
+                              "from "), problem
+    assert "verifying clients, the API server included, will refuse it" in server.output()

@@ -6,6 +6,7 @@ import base64
 import contextlib
 import datetime
 import ipaddress
+import logging
 import os
 import ssl
 import tempfile
@@ -20,6 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from webhook.errors import ConfigError
+
+log = logging.getLogger("webhook.server")
 
 CA_CERT, CA_KEY, TLS_CERT, TLS_KEY = "ca.crt", "ca.key", "tls.crt", "tls.key"
 DEFAULT_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -255,6 +258,15 @@ def _stamp(path: Path) -> tuple[int, int, float, int]:
     return stat.st_ino, stat.st_dev, stat.st_mtime, stat.st_size
 
 
+def _validity_problem(leaf: x509.Certificate) -> str | None:
+    """Why `leaf` is not valid now (five minutes of clock skew allowed before its start), or None."""
+    now = _now()
+    if leaf.not_valid_after_utc <= now or leaf.not_valid_before_utc > now + datetime.timedelta(minutes=5):
+        return (f"the certificate is valid only from {leaf.not_valid_before_utc:%Y-%m-%d %H:%M} "
+                f"to {leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
+    return None
+
+
 class CertificateWatcher:
     """Reloads the serving certificate and key when their files change, without a restart.
 
@@ -266,6 +278,11 @@ class CertificateWatcher:
         self.cert_file, self.key_file = cert_file, key_file
         self.contexts = serving_contexts(cert_file, key_file)
         self.problem: str | None = None
+        with contextlib.suppress(OSError, ValueError):
+            outside = _validity_problem(x509.load_pem_x509_certificate(cert_file.read_bytes()))
+            if outside is not None:  # served (there is no other), and said where operators look
+                self.problem = f"serving certificate {cert_file} is not valid now: {outside}"
+                log.warning("%s; verifying clients, the API server included, will refuse it", self.problem)
         self.reloads = 0
         self._stamps: tuple[tuple[int, int, float, int], ...] | None = None
         with contextlib.suppress(OSError):
@@ -283,11 +300,9 @@ class CertificateWatcher:
         self._stamps = stamps
         try:
             cert_pem, key_pem = self.cert_file.read_bytes(), self.key_file.read_bytes()
-            leaf = x509.load_pem_x509_certificate(cert_pem)
-            now = _now()
-            if leaf.not_valid_after_utc <= now or leaf.not_valid_before_utc > now + datetime.timedelta(minutes=5):
-                raise ValueError(f"the certificate is valid only from {leaf.not_valid_before_utc:%Y-%m-%d %H:%M} "
-                                 f"to {leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
+            outside = _validity_problem(x509.load_pem_x509_certificate(cert_pem))
+            if outside is not None:
+                raise ValueError(outside)
             with tempfile.TemporaryDirectory(prefix="webhook-tls-") as scratch:
                 cert_copy, key_copy = Path(scratch) / TLS_CERT, Path(scratch) / TLS_KEY
                 cert_copy.write_bytes(cert_pem)

@@ -7,6 +7,7 @@ at a time, and a lease that runs out (a killed process) makes the row claimable 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -76,6 +77,10 @@ class Outbox:
         self._lock = threading.Lock()
         if not path.exists():  # owner-only, as the spool files; SQLite gives its -wal and -shm the same mode
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        for existing in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            with contextlib.suppress(FileNotFoundError):  # files made before 0600 was the rule keep their mode
+                if existing.stat().st_mode & 0o077:
+                    existing.chmod(0o600)
         self._connection = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
         with self._lock:
             self._connection.execute("PRAGMA journal_mode=WAL")
