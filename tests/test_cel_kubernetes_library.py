@@ -617,3 +617,17 @@ def test_declarations_add_to_standard_and_extension_functions_as_an_extension() 
         env.compile("quantity('1').v")  # an opaque type has no fields
     with pytest.raises(RuntimeError, match="undeclared reference to 'sign'"):
         env.compile("quantity('1').sign()")  # Kubernetes declares sign(<Quantity>) only, not a member
+
+
+def test_long_request_texts_are_parsed_but_not_kept() -> None:
+    """Issue 15, finding 1: caches keyed by request strings were bounded by count only (500 KB quantity strings
+    kept ~7.9 MiB per 4 MB review); a text past 256 characters is parsed each time and never cached."""
+    from webhook.cel.kubernetes.quantity import parse_quantity
+
+    parse_quantity.cache_clear()  # type: ignore[attr-defined]
+    short = parse_quantity("1500m")
+    assert parse_quantity("1500m") is short  # short texts are cached
+    long_text = "1" * 300
+    assert parse_quantity(long_text) == parse_quantity(long_text)
+    assert parse_quantity(long_text) is not parse_quantity(long_text)
+    assert parse_quantity.cache_info().currsize == 1  # type: ignore[attr-defined]

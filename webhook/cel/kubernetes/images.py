@@ -3,10 +3,10 @@ them (Docker Hub as the default registry, `library/` for its single-name reposit
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import ClassVar
 
 from webhook.cel.kubernetes.urls import parse_reference
+from webhook.cel.memo import short_text_cache
 from webhook.cel.values import CelError, CelType
 
 DEFAULT_REGISTRY = "index.docker.io"
@@ -108,7 +108,7 @@ class Image:
         return f"image({self.image!r})"
 
 
-@lru_cache(maxsize=1024)
+@short_text_cache(1024)
 def parse_image(text: str) -> Image:
     """image(<string>): name.ParseReference, as a tag reference if it is one, else as a digest reference."""
     try:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from functools import lru_cache
 from typing import ClassVar
 
 from webhook.cel.kubernetes.gotext import go_quote
+from webhook.cel.memo import short_text_cache
 from webhook.cel.values import INT64_MAX, CelError, CelType
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -208,7 +208,7 @@ class CIDR:
         return other.bits >= self.bits and self.contains_ip(IP(other.address))
 
 
-@lru_cache(maxsize=1024)
+@short_text_cache(1024)
 def parse_ip(text: str) -> IP:
     """The library's parseIPAddr; raises CelError with the library's message."""
     try:
@@ -245,7 +245,7 @@ def _parse_prefix(text: str) -> CIDR:
     return CIDR(address, int(bits))
 
 
-@lru_cache(maxsize=1024)
+@short_text_cache(1024)
 def parse_cidr(text: str) -> CIDR:
     """cidr(<string>): the library's parseCIDR, its message prefixed once more by stringToCIDR, as Kubernetes does."""
     try:

@@ -9,10 +9,10 @@ decimal scale (`int64Amount`) where ParseQuantity or an addition could keep one,
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from typing import ClassVar
 
 from webhook.cel.kubernetes.gotext import wrap_int32
+from webhook.cel.memo import short_text_cache
 from webhook.cel.values import INT64_MAX, INT64_MIN, CelError, CelType
 
 FORMAT_WRONG = "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
@@ -272,7 +272,7 @@ def _interpret(suffix: str) -> tuple[int, int]:
     raise CelError(SUFFIX)
 
 
-@lru_cache(maxsize=4096)
+@short_text_cache(4096)
 def parse_quantity(text: str) -> Quantity:
     """resource.ParseQuantity, with its errors; raises CelError."""
     if not text:

@@ -4,10 +4,10 @@ own normalization)."""
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from typing import ClassVar
 
 from webhook.cel.kubernetes.gotext import go_quote
+from webhook.cel.memo import short_text_cache
 from webhook.cel.values import CelError, CelType
 
 _ALPHANUMERIC = re.compile(r"[0-9A-Za-z-]*")
@@ -85,7 +85,7 @@ def _prerelease(text: str) -> Identifier:
     raise CelError(f"Invalid character(s) found in prerelease {go_quote(text)}")
 
 
-@lru_cache(maxsize=1024)
+@short_text_cache(1024)
 def parse_semver(text: str) -> Semver:
     """semver.Parse: strict `MAJOR.MINOR.PATCH[-PRERELEASE][+BUILD]`; raises CelError with semver's message."""
     if not text:

@@ -6,22 +6,23 @@ string against an innocent-looking pattern, in C code that no deadline can inter
 
 from __future__ import annotations
 
-from functools import lru_cache
+import functools
 from typing import Any
 
 import re2
 
+from webhook.cel.memo import short_text_cache
 from webhook.cel.values import CelError
 
 
-@lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=1)
 def _options() -> Any:
     options = re2.Options()
     options.log_errors = False
     return options
 
 
-@lru_cache(maxsize=512)
+@short_text_cache(512)
 def compile_regex(pattern: str) -> Any:
     """A compiled RE2 pattern; raises CelError `Illegal regex: ...` with RE2's complaint for what RE2 refuses."""
     try:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import ClassVar
 
 from webhook.cel.kubernetes.gotext import go_quote
+from webhook.cel.memo import short_text_cache
 from webhook.cel.values import CelError, CelType
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
@@ -263,7 +263,7 @@ def is_url(text: str) -> bool:
     return request_uri_error(text) is None
 
 
-@lru_cache(maxsize=1024)
+@short_text_cache(1024)
 def parse_url(text: str) -> URL:
     """url(<string>): checked with url.ParseRequestURI, then read with url.Parse; raises CelError."""
     error_text = request_uri_error(text)
