@@ -53,3 +53,20 @@ def test_half_a_tls_pair_is_a_clear_error(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "give both --tls-cert-file and --tls-key-file" in result.stderr
+
+
+def test_serve_raises_its_soft_open_files_limit_to_the_hard_one(server_processes: Start) -> None:
+    """Issue 15, finding 5 (in part): at a soft limit of 1,024, 1,100 idle connections made /healthz fail."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = min(soft, 256) if hard == resource.RLIM_INFINITY else min(soft, hard, 256)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))  # the server process inherits it
+    try:
+        server = server_processes("--policies", str(TEST_POLICIES))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    server.wait_ready()
+    limits = Path(f"/proc/{server.process.pid}/limits").read_text()
+    served_soft = next(line.split()[3] for line in limits.splitlines() if line.startswith("Max open files"))
+    assert int(served_soft) == (hard if hard != resource.RLIM_INFINITY else max(low, 1 << 20))

@@ -136,6 +136,7 @@ def create_app(settings: Settings) -> FastAPI:
         if not deadline.install() and settings.evaluation_deadline_seconds > 0:
             log.warning("not in the main thread: policy evaluation has no deadline")
         limit_memory(settings.memory_limit_mb)
+        raise_open_files_limit()
         deliverer = None
         if settings.event_delivery == "inline":
             deliverer = EventDeliverer(event_settings)
@@ -340,6 +341,20 @@ def limit_memory(megabytes: int | None) -> None:
         limit = min(limit, hard)
     resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
     log.info("memory limit (RLIMIT_DATA) %d MiB", limit // (1024 * 1024))
+
+
+def raise_open_files_limit() -> None:
+    """The soft limit of open files up to the hard one: at a soft limit of 1,024, 1,100 idle connections made
+    /healthz fail and the event spool log `Too many open files`."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        log.info("open files limit raised from %d to %d", soft, wanted)
 
 
 async def _watch_certificates(watcher: CertificateWatcher, metrics: Metrics, settings: Settings,
