@@ -290,38 +290,3 @@ def check_uint(value: int) -> UInt:
     if not 0 <= value <= UINT64_MAX:
         raise CelError("unsigned integer overflow")
     return UInt(value)
-
-
-def from_json(value: Any) -> Any:
-    """A plain JSON value as CEL sees it (integers past int64 become uint, then double, as the API server's
-    conversion does); used only where a value did not come straight from a JSON parser."""
-    if isinstance(value, bool) or value is None or isinstance(value, str | float):
-        return value
-    if isinstance(value, int):
-        if INT64_MIN <= value <= INT64_MAX:
-            return value
-        return UInt(value) if 0 <= value <= UINT64_MAX else float(value)
-    if isinstance(value, dict):
-        return {key: from_json(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [from_json(item) for item in value]
-    return value
-
-
-def to_plain(value: Any) -> Any:
-    """A CEL value as plain JSON-like Python (uint as int, optional unwrapped, timestamps and durations as text)."""
-    if isinstance(value, dict):
-        return {to_plain(key): to_plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_plain(item) for item in value]
-    if type(value) is UInt:
-        return int(value)
-    if isinstance(value, Timestamp | Duration):
-        from webhook.cel.timefmt import format_duration, format_timestamp
-
-        return format_timestamp(value) if isinstance(value, Timestamp) else format_duration(value)
-    if isinstance(value, Optional):
-        return to_plain(value.value) if value.present else None
-    if isinstance(value, CelType):
-        return value.name
-    return value

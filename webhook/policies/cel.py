@@ -94,6 +94,20 @@ def check_plain_type(value: Any, expect: ExpectedType, source: str) -> None:
         )
 
 
+def check_return_type(cel: Any, return_type: Any, expect: ExpectedType) -> None:
+    """Refuse at load an expression whose checked type (a cel_expr_python Type; None when unchecked) cannot be
+    what the field needs; `dyn` is left to the run-time check."""
+    if expect == "any" or return_type is None or return_type == cel.Type.DYN:
+        return
+    shown = str(return_type).lower()
+    if expect == "bool" and return_type != cel.Type.BOOL:
+        raise CelCompileError(f"expression must evaluate to bool, but it evaluates to {shown}")
+    if expect == "string" and return_type != cel.Type.STRING:
+        raise CelCompileError(f"expression must evaluate to string, but it evaluates to {shown}")
+    if expect == "list" and not return_type.name().lower().startswith("list"):
+        raise CelCompileError(f"expression must evaluate to a list, but it evaluates to {shown}")
+
+
 # --- cel-expr-python --------------------------------------------------------------------------------
 
 _TOO_DEEP = re.compile(r"recursion (?:depth|limit)")  # the parser's nesting limit (see closed_source)
@@ -141,17 +155,11 @@ class CelExprEngine:
             functions=[cel.FunctionDecl(LAZY_FUNCTION, [cel.Overload(
                 f"{LAZY_FUNCTION}_string", cel.Type.DYN, [cel.Type.STRING], impl=lazy_variable)])],
         )
-        self._compatible = {
-            "bool": (cel.Type.BOOL, cel.Type.DYN),
-            "string": (cel.Type.STRING, cel.Type.DYN),
-            "list": (cel.Type.DYN,),
-            "any": None,
-        }
 
     def compile(self, source: str, *, expect: ExpectedType, scope: PolicyScope | None = None) -> Program:
         source = _substring(source)
         expression = self._compile(source)
-        self._check_type(expression, expect)
+        check_return_type(self._cel, expression.return_type(), expect)
         if "find" in source:  # find and findAll run on Python's re: refuse a literal pattern it cannot match as RE2
             _check_regex_literals(source, frozenset({"find", "findAll"}))
         calls = False
@@ -178,16 +186,6 @@ class CelExprEngine:
                 raise CelCompileError(shorten(text)) from error
             raise CelCompileError(found.group(3).strip(), line=int(found.group(1)),
                                   column=int(found.group(2))) from error
-
-    def _check_type(self, expression: Any, expect: ExpectedType) -> None:
-        allowed = self._compatible[expect]
-        return_type = expression.return_type()
-        shown = str(return_type).lower()
-        if allowed is not None and expect != "list" and return_type not in allowed:
-            raise CelCompileError(f"expression must evaluate to {expect}, but it evaluates to {shown}")
-        is_list = return_type == self._cel.Type.DYN or return_type.name().lower().startswith("list")
-        if expect == "list" and not is_list:
-            raise CelCompileError(f"expression must evaluate to a list, but it evaluates to {shown}")
 
     def prepare(self, value: Any) -> Any:
         return value

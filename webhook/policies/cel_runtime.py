@@ -14,11 +14,11 @@ from webhook.cel.environment import PER_CALL_LIMIT, Environment, Program
 from webhook.cel.values import CelError, UInt, type_of
 from webhook.policies.cel import (
     VARIABLE_NAMES,
-    CelCompileError,
     CelEvaluationError,
     EngineName,
     ExpectedType,
     check_plain_type,
+    check_return_type,
     shorten,
 )
 from webhook.policies.scope import PolicyScope
@@ -101,7 +101,7 @@ class BuiltinEngine:
 
     def compile(self, source: str, *, expect: ExpectedType, scope: PolicyScope | None = None) -> _BuiltinProgram:
         program = self._environment.compile(source)  # raises CelCompileError
-        _check_return_type(self._cel, program.return_type, expect)
+        check_return_type(self._cel, program.return_type, expect)
         return _BuiltinProgram(source, program, expect)
 
     def prepare(self, value: Any) -> Any:
@@ -140,18 +140,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, bool | str | float | int) or value is None:
         return int(value) if type(value) is UInt else value
     raise CelEvaluationError(f"a value of type {type_of(value).name} cannot be represented in JSON")
-
-
-def _check_return_type(cel: Any, return_type: Any, expect: ExpectedType) -> None:
-    """Refuse at load an expression whose checked type cannot be what the field needs."""
-    if expect == "any" or return_type is None:
-        return
-    shown = str(return_type).lower()
-    if return_type == cel.Type.DYN:
-        return
-    if expect == "bool" and return_type != cel.Type.BOOL:
-        raise CelCompileError(f"expression must evaluate to bool, but it evaluates to {shown}")
-    if expect == "string" and return_type != cel.Type.STRING:
-        raise CelCompileError(f"expression must evaluate to string, but it evaluates to {shown}")
-    if expect == "list" and not return_type.name().lower().startswith("list"):
-        raise CelCompileError(f"expression must evaluate to a list, but it evaluates to {shown}")
