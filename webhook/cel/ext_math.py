@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from webhook.cel.functions import DOUBLE, INT, LIST, UINT, FunctionTable, Kind
-from webhook.cel.values import INT64_MAX, INT64_MIN, UINT64_MAX, CelError, UInt
+from webhook.cel.values import INT64_MAX, INT64_MIN, UINT64_MAX, CelError, UInt, compare
 
 _NUMBER_TYPES = (int, UInt, float)
 _UINT64_MODULUS = UINT64_MAX + 1
@@ -28,33 +28,13 @@ def _is_nan(value: Any) -> bool:
     return type(value) is float and math.isnan(value)
 
 
-def _compare(left: Any, right: Any) -> int:
-    """-1, 0 or 1 as cel-go orders numbers: an int or uint against a double compares as a double (so 2**63 - 1 and
-    2.0**63 tie), unless the double lies outside the integer's range."""
-    if type(left) is float and type(right) is not float:
-        return _compare_double_integer(left, right)
-    if type(right) is float and type(left) is not float:
-        return -_compare_double_integer(right, left)
-    return int(left > right) - int(left < right)
-
-
-def _compare_double_integer(number: float, integer: int) -> int:
-    low, high = (0.0, float(UINT64_MAX)) if type(integer) is UInt else (float(INT64_MIN), float(INT64_MAX))
-    if number < low:
-        return -1
-    if number > high:
-        return 1
-    as_double = float(integer)
-    return (number > as_double) - (number < as_double)
-
-
 def _extreme_pair(function: str, sign: int) -> Callable[[Any, Any], Any]:
     """`math.@max(a, b)` (sign 1) or `math.@min(a, b)` (sign -1): `b` only if it is strictly beyond `a`."""
 
     def pick(first: Any, second: Any) -> Any:
         if _is_nan(first) or _is_nan(second):
             raise CelError(f"NaN values cannot be ordered: {function}")
-        return second if _compare(second, first) == sign else first
+        return second if compare(second, first) == sign else first
 
     return pick
 
@@ -70,7 +50,7 @@ def _extreme_list(function: str, sign: int) -> Callable[[Sequence[Any]], Any]:
         for item in itertools.islice(items, 1, None):
             if not (_is_number(best) and _is_number(item)) or _is_nan(best) or _is_nan(item):
                 raise CelError(f"no such overload: {function}")
-            if _compare(item, best) == sign:
+            if compare(item, best) == sign:
                 best = item
         if not _is_number(best):
             raise CelError(f"no such overload: {function}")

@@ -28,8 +28,3 @@ def go_quote(text: str) -> str:
 def wrap_int32(value: int) -> int:
     """`int32(value)` as Go converts it: the low 32 bits, signed."""
     return (value + 2**31) % 2**32 - 2**31
-
-
-def wrap_int64(value: int) -> int:
-    """`int64(value)` as Go converts a uint64: the low 64 bits, signed."""
-    return (value + 2**63) % 2**64 - 2**63
