@@ -1,4 +1,4 @@
-"""Go's text conventions that the library's error messages carry: strconv.Quote and the int32 and uint64 wraps."""
+"""Go's text conventions that the library's error messages carry: strconv.Quote and the int32 wrap."""
 
 from __future__ import annotations
 
