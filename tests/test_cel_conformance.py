@@ -34,7 +34,8 @@ from typing import Any
 import pytest
 from cel_expr_python import cel
 
-from webhook.cel.environment import CelCompileError, Environment
+from webhook.cel.codegen import FALLBACKS
+from webhook.cel.environment import PER_CALL_LIMIT, CelCompileError, Environment
 from webhook.cel.values import CelError, CelType, Duration, Timestamp, UInt
 
 TABLE = Path(__file__).parent / "data" / "cel_conformance.json"
@@ -214,6 +215,27 @@ def _evaluate(program: Any, bindings: dict[str, Any]) -> tuple[Any, CelError | N
         return None, error
 
 
+def _fast_path_agrees(program: Any, bindings: dict[str, Any]) -> str | None:
+    """The generated fast path (webhook.cel.codegen), where it answers, gives the planned closures' value and cost;
+    where the closures fail, it must give way (raise) too. None when they agree, else what differs."""
+    if program.fast is None:
+        return None
+    try:
+        planned: tuple[Any, int] | None = program.evaluate_planned(bindings)
+    except CelError:
+        planned = None
+    try:
+        fast = program.fast(bindings, PER_CALL_LIMIT)
+    except FALLBACKS:
+        return None
+    if planned is None:
+        return f"the fast path gives {_show(fast[0])} where the closures fail"
+    if not same(planned[0], fast[0]) or planned[1] != fast[1]:
+        return f"the fast path gives {_show(fast[0])} at cost {fast[1]}, the closures {_show(planned[0])} at cost " \
+               f"{planned[1]}"
+    return None
+
+
 @pytest.mark.parametrize("case", _cases())
 def test_conformance(case: dict[str, Any]) -> None:
     expect = case["expect"]
@@ -229,7 +251,11 @@ def test_conformance(case: dict[str, Any]) -> None:
         pytest.fail(f"the checker deduces {return_type}, expected {cel_type(deduced)}" + where)
     if "any" in expect:
         return
-    result, error = _evaluate(program, {name: decode(value) for name, value in case["bindings"].items()})
+    bindings = {name: decode(value) for name, value in case["bindings"].items()}
+    difference = _fast_path_agrees(program, bindings)
+    if difference is not None:
+        pytest.fail(difference + where)
+    result, error = _evaluate(program, bindings)
     if "error" in expect:
         if error is None:
             pytest.fail(f"evaluates to {_show(result)}, expected an error" + where)

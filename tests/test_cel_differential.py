@@ -45,7 +45,8 @@ from hypothesis import HealthCheck, assume, given, note, seed, settings
 from tests.cel_differential.dialect import cel_cpp_dialect
 from tests.cel_differential.grammar import AREAS, cases
 from webhook.cel import timefmt
-from webhook.cel.environment import CelCompileError, Environment
+from webhook.cel.codegen import FALLBACKS
+from webhook.cel.environment import PER_CALL_LIMIT, CelCompileError, Environment
 from webhook.cel.values import CelError, CelType, Duration, Optional, Timestamp, UInt
 
 EXAMPLES = int(os.environ.get("CEL_DIFFERENTIAL_EXAMPLES", "400"))
@@ -184,6 +185,23 @@ def _reference_outcome(source: str, bindings: dict[str, Any]) -> Any:
         return ("abort", str(error))
 
 
+def _fast_path_agrees(program: Any, source: str, bindings: dict[str, Any]) -> None:
+    """The generated fast path (webhook.cel.codegen), where it answers at all, answers as the planned closures do,
+    at the same cost; where they fail, it gives way."""
+    if program.fast is None:
+        return
+    try:
+        fast = program.fast(bindings, PER_CALL_LIMIT)
+    except FALLBACKS:
+        return
+    try:
+        planned = program.evaluate_planned(bindings)
+    except CelError as error:
+        raise AssertionError(f"{source}\n  fast path: {fast[0]!r}, closures: {error.message}") from None
+    if from_ours(fast[0]) != from_ours(planned[0]) or fast[1] != planned[1]:
+        raise AssertionError(f"{source}\n  fast path: {fast!r}, closures: {planned!r}")
+
+
 def _our_outcome(environment: Environment, source: str, bindings: dict[str, Any]) -> Any:
     try:
         program = environment.compile(source)
@@ -191,6 +209,7 @@ def _our_outcome(environment: Environment, source: str, bindings: dict[str, Any]
         if "Illegal regex" not in error.message:
             raise AssertionError(f"{source}\n  our runtime does not compile it: {error.message}") from None
         return ("compile error", error.message)
+    _fast_path_agrees(program, source, bindings)
     try:
         result = program.evaluate(bindings)
     except CelError as error:

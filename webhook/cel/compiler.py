@@ -62,6 +62,7 @@ class Planner:
         self.scopes: list[dict[str, tuple[int, bool]]] = []  # name -> (slot, may hold an error)
         self.slot_count = 0
         self.static_cost = 0
+        self.body_costs: dict[int, int] = {}  # comprehension node id -> its loop body's cost per iteration
 
     # --- entry ------------------------------------------------------------------------------------------
 
@@ -84,7 +85,7 @@ class Planner:
             self.static_cost += 29
             return self._struct(expr.struct_expr)
         if kind == "comprehension_expr":
-            return self._comprehension(expr.comprehension_expr)
+            return plan_comprehension(self, expr.comprehension_expr, expr.id)
         raise PlanError(f"unsupported expression kind {kind}")
 
     # --- identifiers and selection ----------------------------------------------------------------------
@@ -187,7 +188,7 @@ class Planner:
         implementation = stdlib.STANDARD.get(function)
         if overloads:
             unresolved = len(overloads) < len(ids)
-            if len(overloads) == 1 and not unresolved and all(self._typed(arg) for arg in raw):
+            if len(overloads) == 1 and not unresolved and all(self.typed(arg) for arg in raw):
                 return strict_call(overloads[0].impl, args)  # the checker proved the argument types
             return dispatch(function, overloads, args, fallback=implementation if unresolved else None)
         fast = specialised(function, raw, args)
@@ -197,7 +198,7 @@ class Planner:
             return unbound(function)
         return strict_call(implementation, args)
 
-    def _typed(self, expr: syntax_pb2.Expr) -> bool:
+    def typed(self, expr: syntax_pb2.Expr) -> bool:
         """The checker knows the node's type exactly (not dyn, a type parameter, or an error)."""
         found = self.types.get(expr.id)
         return found is not None and found.WhichOneof("type_kind") in EXACT_TYPE_KINDS
@@ -307,9 +308,6 @@ class Planner:
         return create
 
     # --- comprehensions ---------------------------------------------------------------------------------
-
-    def _comprehension(self, comprehension: syntax_pb2.Expr.Comprehension) -> Eval:
-        return plan_comprehension(self, comprehension)
 
     def allocate(self) -> int:
         self.slot_count += 1

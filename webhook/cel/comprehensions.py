@@ -8,7 +8,7 @@ charges the loop body's static cost, so that a runaway nesting ends at the cost 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from webhook.cel.nodes import Eval, Frame, Held, walk
 from webhook.cel.proto import syntax_pb2
@@ -28,7 +28,7 @@ def charge(frame: Frame, cost: int) -> None:
         raise CostLimitExceeded
 
 
-def _range(value: Any) -> Iterable[Any]:
+def comprehension_range(value: Any) -> Iterable[Any]:
     if isinstance(value, list | tuple | dict):
         return value
     raise NoSuchOverload("comprehension range")
@@ -71,41 +71,68 @@ def _conditional_step(step: syntax_pb2.Expr, accu: str) -> tuple[syntax_pb2.Expr
     return step.call_expr.args[0], step.call_expr.args[1]
 
 
-def plan_comprehension(planner: Planner, node: syntax_pb2.Expr.Comprehension) -> Eval:
+class Shape(NamedTuple):
+    """What a comprehension's expanded form is: `bind`, `all`, `exists`, `exists_one` (with their `predicate`),
+    `map` (a `transform`, and a `guard` for `map(x, p, f)` and `filter`), or the general `fold`."""
+
+    kind: str
+    predicate: syntax_pb2.Expr | None = None
+    guard: syntax_pb2.Expr | None = None
+    transform: syntax_pb2.Expr | None = None
+
+
+def classify(node: syntax_pb2.Expr.Comprehension) -> Shape:
     accu, step, condition, result = node.accu_var, node.loop_step, node.loop_condition, node.result
     if node.iter_var2 == "" and node.iter_range.WhichOneof("expr_kind") == "list_expr" and \
             not node.iter_range.list_expr.elements and _is_const(condition, False):
-        return _bind(planner, node)
+        return Shape("bind")
     simple = node.iter_var2 == "" and _is_ident(result, accu)
     if simple and _is_const(node.accu_init, True) and _is_call(condition, "@not_strictly_false", 1) and \
             _is_ident(condition.call_expr.args[0], accu) and _is_call(step, "_&&_", 2) and \
             _is_ident(step.call_expr.args[0], accu):
-        return _quantifier(planner, node, step.call_expr.args[1], deciding=False)
+        return Shape("all", predicate=step.call_expr.args[1])
     if simple and _is_const(node.accu_init, False) and _is_call(condition, "@not_strictly_false", 1) and \
             _is_call(condition.call_expr.args[0], "!_", 1) and _is_call(step, "_||_", 2) and \
             _is_ident(step.call_expr.args[0], accu):
-        return _quantifier(planner, node, step.call_expr.args[1], deciding=True)
+        return Shape("exists", predicate=step.call_expr.args[1])
     if simple and _is_const(node.accu_init, []) and _is_const(condition, True):
         mapped = _appended(step, accu)
         if mapped is not None:
-            return _map(planner, node, None, mapped)
+            return Shape("map", transform=mapped)
         guarded = _conditional_step(step, accu)
-        if guarded is not None and _appended(guarded[1], accu) is not None:
-            return _map(planner, node, guarded[0], _appended(guarded[1], accu))  # type: ignore[arg-type]
+        if guarded is not None:
+            transform = _appended(guarded[1], accu)
+            if transform is not None:
+                return Shape("map", guard=guarded[0], transform=transform)
     if node.iter_var2 == "" and _is_const(node.accu_init, 0) and _is_const(condition, True) and \
             _is_call(result, "_==_", 2) and _is_ident(result.call_expr.args[0], accu) and \
             _is_const(result.call_expr.args[1], 1):
         guarded = _conditional_step(step, accu)
         if guarded is not None and _is_call(guarded[1], "_+_", 2) and \
                 _is_ident(guarded[1].call_expr.args[0], accu) and _is_const(guarded[1].call_expr.args[1], 1):
-            return _exists_one(planner, node, guarded[0])
+            return Shape("exists_one", predicate=guarded[0])
+    return Shape("fold")
+
+
+def plan_comprehension(planner: Planner, node: syntax_pb2.Expr.Comprehension, node_id: int = 0) -> Eval:
+    shape = classify(node)
+    if shape.kind == "bind":
+        return _bind(planner, node)
+    if shape.kind in ("all", "exists"):
+        return _quantifier(planner, node, shape.predicate, deciding=shape.kind == "exists",  # type: ignore[arg-type]
+                           node_id=node_id)
+    if shape.kind == "map":
+        return _map(planner, node, shape.guard, shape.transform, node_id=node_id)  # type: ignore[arg-type]
+    if shape.kind == "exists_one":
+        return _exists_one(planner, node, shape.predicate, node_id=node_id)  # type: ignore[arg-type]
     return _fold(planner, node)
 
 
 def _loop_body(planner: Planner, node: syntax_pb2.Expr.Comprehension,
-               plan_body: Callable[[], tuple[Eval, ...]]) -> tuple[Eval, int, int, tuple[Eval, ...]]:
-    """The range (planned outside the loop's scope), the body's cost per iteration, the iteration variable's
-    slot, and the body's planned parts."""
+               plan_body: Callable[[], tuple[Eval, ...]], node_id: int) -> tuple[Eval, int, int, tuple[Eval, ...]]:
+    """The range (planned outside the loop's scope), the body's cost per iteration (kept in the planner's
+    `body_costs` by node id, for the generated fast path), the iteration variable's slot, and the body's planned
+    parts."""
     iter_range = planner.plan(node.iter_range)
     slot = planner.allocate()
     planner.scopes.append({node.iter_var: (slot, False)})
@@ -116,18 +143,19 @@ def _loop_body(planner: Planner, node: syntax_pb2.Expr.Comprehension,
         planner.scopes.pop()
     body_cost = max(1, planner.static_cost - before)
     planner.static_cost = before
+    planner.body_costs[node_id] = body_cost
     return iter_range, body_cost, slot, parts
 
 
 def _quantifier(planner: Planner, node: syntax_pb2.Expr.Comprehension, predicate: syntax_pb2.Expr,
-                *, deciding: bool) -> Eval:
+                *, deciding: bool, node_id: int) -> Eval:
     """`all` (deciding=False: the first false decides) and `exists` (deciding=True)."""
-    iter_range, body_cost, index, (test,) = _loop_body(planner, node, lambda: (planner.plan(predicate),))
+    iter_range, body_cost, index, (test,) = _loop_body(planner, node, lambda: (planner.plan(predicate),), node_id)
 
     def quantifier(frame: Frame) -> bool:
         first_error: CelError | None = None
         slots = frame.slots
-        for item in _range(iter_range(frame)):
+        for item in comprehension_range(iter_range(frame)):
             frame.cost += body_cost
             if frame.cost > frame.limit:
                 raise CostLimitExceeded
@@ -150,18 +178,18 @@ def _quantifier(planner: Planner, node: syntax_pb2.Expr.Comprehension, predicate
 
 
 def _map(planner: Planner, node: syntax_pb2.Expr.Comprehension, guard: syntax_pb2.Expr | None,
-         transform: syntax_pb2.Expr) -> Eval:
+         transform: syntax_pb2.Expr, *, node_id: int) -> Eval:
     """`map(x, f)`, `map(x, p, f)` and `filter(x, p)` (whose transform is `x` itself)."""
 
     def body() -> tuple[Eval, ...]:
         return (planner.plan(transform), planner.plan(guard) if guard is not None else _always_true)
 
-    iter_range, body_cost, index, (produce, keep) = _loop_body(planner, node, body)
+    iter_range, body_cost, index, (produce, keep) = _loop_body(planner, node, body, node_id)
     if guard is None:
         def mapped(frame: Frame) -> list[Any]:
             slots = frame.slots
             out = []
-            for item in _range(iter_range(frame)):
+            for item in comprehension_range(iter_range(frame)):
                 frame.cost += body_cost
                 if frame.cost > frame.limit:
                     raise CostLimitExceeded
@@ -174,7 +202,7 @@ def _map(planner: Planner, node: syntax_pb2.Expr.Comprehension, guard: syntax_pb
     def filtered(frame: Frame) -> list[Any]:
         slots = frame.slots
         out = []
-        for item in _range(iter_range(frame)):
+        for item in comprehension_range(iter_range(frame)):
             frame.cost += body_cost
             if frame.cost > frame.limit:
                 raise CostLimitExceeded
@@ -193,13 +221,14 @@ def _always_true(frame: Frame) -> bool:
     return True
 
 
-def _exists_one(planner: Planner, node: syntax_pb2.Expr.Comprehension, predicate: syntax_pb2.Expr) -> Eval:
-    iter_range, body_cost, index, (test,) = _loop_body(planner, node, lambda: (planner.plan(predicate),))
+def _exists_one(planner: Planner, node: syntax_pb2.Expr.Comprehension, predicate: syntax_pb2.Expr, *,
+                node_id: int) -> Eval:
+    iter_range, body_cost, index, (test,) = _loop_body(planner, node, lambda: (planner.plan(predicate),), node_id)
 
     def exists_one(frame: Frame) -> bool:
         slots = frame.slots
         count = 0
-        for item in _range(iter_range(frame)):
+        for item in comprehension_range(iter_range(frame)):
             frame.cost += body_cost
             if frame.cost > frame.limit:
                 raise CostLimitExceeded

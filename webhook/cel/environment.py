@@ -14,6 +14,7 @@ from typing import Any
 from google.protobuf import any_pb2
 
 from webhook.cel import ext_encoders, ext_math, ext_strings, kubernetes
+from webhook.cel.codegen import FALLBACKS, FastPath, generate
 from webhook.cel.compiler import Planner
 from webhook.cel.comprehensions import (
     CostLimitExceeded,
@@ -44,13 +45,18 @@ class CelCompileError(Exception):
 
 
 class Program:
-    """One planned expression; `evaluate` may run in any number of threads at once."""
+    """One planned expression; `evaluate` may run in any number of threads at once.
 
-    __slots__ = ("_root", "_slot_count", "_static_cost", "return_type", "source")
+    It runs its generated fast path (webhook.cel.codegen) when it has one, and the planned closures when the fast
+    path gives way (any error or unexpected value) or was not generated."""
 
-    def __init__(self, *, source: str, root: Eval, slot_count: int, static_cost: int, return_type: Any) -> None:
+    __slots__ = ("_root", "_slot_count", "_static_cost", "fast", "return_type", "source")
+
+    def __init__(self, *, source: str, root: Eval, slot_count: int, static_cost: int, return_type: Any,
+                 fast: FastPath | None = None) -> None:
         self.source = source
         self.return_type = return_type  # the checker's cel_expr_python Type (None when unchecked)
+        self.fast = fast
         self._root = root
         self._slot_count = slot_count
         self._static_cost = static_cost
@@ -61,6 +67,21 @@ class Program:
 
     def evaluate_with_cost(self, bindings: Mapping[str, Any], *, cost_limit: int = PER_CALL_LIMIT
                            ) -> tuple[Any, int]:
+        fast = self.fast
+        if fast is not None and self._static_cost <= cost_limit:
+            try:
+                return fast(bindings, cost_limit)
+            except CostLimitExceeded as exceeded:  # charged as the closures charge: they would end here too
+                failure = CelError(COST_LIMIT_MESSAGE)
+                failure.cost = exceeded.args[0] if exceeded.args else cost_limit + 1
+                raise failure from None
+            except FALLBACKS:
+                pass
+        return self.evaluate_planned(bindings, cost_limit=cost_limit)
+
+    def evaluate_planned(self, bindings: Mapping[str, Any], *, cost_limit: int = PER_CALL_LIMIT
+                         ) -> tuple[Any, int]:
+        """The planned closures alone (exact in every case): the value and its cost."""
         frame = Frame(bindings, self._slot_count, cost_limit)
         frame.cost = self._static_cost
         try:
@@ -143,7 +164,7 @@ class Environment:
         except PlanError as error:
             raise CelCompileError(str(error)) from error
         return Program(source=source, root=root, slot_count=planner.slot_count, static_cost=planner.static_cost,
-                       return_type=return_type)
+                       return_type=return_type, fast=generate(planner, tree, planner.static_cost))
 
 
     def _extensions(self) -> list[Any]:

@@ -277,25 +277,21 @@ def strict_call(implementation: Callable[..., Any], args: Sequence[Eval]) -> Eva
     return lambda frame: implementation(*[arg(frame) for arg in args])
 
 
-def dispatch(function: str, overloads: Sequence[Overload], args: Sequence[Eval],
-              *, fallback: Callable[..., Any] | None = None) -> Eval:
-    """A call among `overloads` (by the argument types, where more than one remains), else `fallback` (a
-    standard function that takes every type it is defined for)."""
-    if len(overloads) == 1 and fallback is None and all(kind is None for kind in overloads[0].kinds):
-        return strict_call(overloads[0].impl, args)
+def dispatcher(function: str, overloads: Sequence[Overload], *, fallback: Callable[..., Any] | None = None
+               ) -> Callable[..., Any]:
+    """A call among `overloads` on argument values (by their types, where more than one remains), else `fallback`
+    (a standard function that takes every type it is defined for)."""
     if len(overloads) == 1 and fallback is None:
         only = overloads[0]
 
-        def checked_call(frame: Frame) -> Any:
-            values = [arg(frame) for arg in args]
+        def checked_call(*values: Any) -> Any:
             if not only.accepts(values):
                 raise NoSuchOverload(function)
             return only.impl(*values)
 
         return checked_call
 
-    def dynamic_call(frame: Frame) -> Any:
-        values = [arg(frame) for arg in args]
+    def dynamic_call(*values: Any) -> Any:
         for overload in overloads:
             if overload.accepts(values):
                 return overload.impl(*values)
@@ -304,6 +300,14 @@ def dispatch(function: str, overloads: Sequence[Overload], args: Sequence[Eval],
         raise NoSuchOverload(function)
 
     return dynamic_call
+
+
+def dispatch(function: str, overloads: Sequence[Overload], args: Sequence[Eval],
+              *, fallback: Callable[..., Any] | None = None) -> Eval:
+    """A call among `overloads` (see `dispatcher`), its arguments evaluated in order."""
+    if len(overloads) == 1 and fallback is None and all(kind is None for kind in overloads[0].kinds):
+        return strict_call(overloads[0].impl, args)
+    return strict_call(dispatcher(function, overloads, fallback=fallback), args)
 
 
 def walk(expr: syntax_pb2.Expr) -> Iterator[syntax_pb2.Expr]:

@@ -85,10 +85,13 @@ def shorten(message: str) -> str:
     return message if len(message) <= _MAX_MESSAGE else message[: _MAX_MESSAGE - 3] + "..."
 
 
+PLAIN_TYPES: dict[str, type | tuple[type, ...] | None] = {"bool": bool, "string": str, "list": (list, tuple),
+                                                          "any": None}
+
+
 def check_plain_type(value: Any, expect: ExpectedType, source: str) -> None:
-    kinds: dict[str, type | tuple[type, ...]] = {"bool": bool, "string": str, "list": (list, tuple), "any": object}
-    wanted = kinds[expect]
-    if not isinstance(value, wanted):
+    wanted = PLAIN_TYPES[expect]
+    if wanted is not None and not isinstance(value, wanted):
         raise CelEvaluationError(
             f"expression must evaluate to {expect}, but it evaluated to {type(value).__name__}: {shorten(source)}"
         )

@@ -13,6 +13,7 @@ from typing import Any
 from webhook.cel.environment import PER_CALL_LIMIT, Environment, Program
 from webhook.cel.values import CelError, UInt, type_of
 from webhook.policies.cel import (
+    PLAIN_TYPES,
     VARIABLE_NAMES,
     CelEvaluationError,
     EngineName,
@@ -36,19 +37,25 @@ class _Budget:
 
 
 class _BuiltinProgram:
-    __slots__ = ("expect", "program", "source")
+    __slots__ = ("expect", "program", "source", "wanted")
 
     def __init__(self, source: str, program: Program, expect: ExpectedType) -> None:
         self.source = source
         self.program = program
         self.expect = expect
+        self.wanted = PLAIN_TYPES[expect]  # None: any value
 
     def evaluate(self, activation: Any) -> Any:
         """The value, within the per-expression limit and what is left of the policy run's budget."""
         budget = activation.get(_BUDGET)
-        limit = PER_CALL_LIMIT if budget is None else min(PER_CALL_LIMIT, budget.remaining)
-        if limit <= 0:
-            raise CelEvaluationError(OUT_OF_BUDGET)
+        if budget is None:
+            limit = PER_CALL_LIMIT
+        else:
+            limit = budget.remaining
+            if limit <= 0:
+                raise CelEvaluationError(OUT_OF_BUDGET)
+            if limit > PER_CALL_LIMIT:
+                limit = PER_CALL_LIMIT
         try:
             value, cost = self.program.evaluate_with_cost(activation, cost_limit=limit)
         except CelError as error:
@@ -59,7 +66,8 @@ class _BuiltinProgram:
             raise CelEvaluationError(shorten(error.message)) from None
         if budget is not None:
             budget.remaining -= cost
-        check_plain_type(value, self.expect, self.source)
+        if self.wanted is not None and not isinstance(value, self.wanted):
+            check_plain_type(value, self.expect, self.source)
         return value
 
 

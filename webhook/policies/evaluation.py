@@ -167,7 +167,8 @@ class _PolicyRun:
 
     def evaluate(self, program: Program) -> Any:
         """The plain result; raises CelEvaluationError, also for a failed variable the expression reached."""
-        return self.engine.to_plain(program.evaluate(self.activation))
+        value = program.evaluate(self.activation)
+        return value if type(value) is bool else self.engine.to_plain(value)
 
 
 class _SharedRun:

@@ -1,0 +1,480 @@
+"""A checked expression as one generated Python function: the fast path in front of the planned closures.
+
+The planner (webhook.cel.compiler) builds a tree of closures that implements CEL's semantics exactly, errors as
+values included. Most evaluations raise no error at all, and for those a tree of ~1,000 Python calls per review
+is mostly call overhead. So each expression is also translated, once at load, into the source of one Python
+function (compiled with `compile()`; the source is made from the checked tree alone, never from request data)
+that evaluates the same expression with operators inline, comprehensions as `for` loops, and field selection
+as plain subscripts on the review's JSON values.
+
+The generated function is exact whenever it returns: it raises as soon as anything is not the plain case (an
+error, a value of an unexpected type, a missing key), and the program then evaluates the closures, which decide
+what CEL says (an error `&&` absorbs, the first false among errors in `all`, cel-go's error text). Cost is charged
+exactly as the closures charge it (the static count at the start, each macro's loop body per iteration), so a
+fast evaluation that passes the limit would have passed it on the closures too: that ends the evaluation at once.
+
+Not translated (the closures serve those expressions whole): unchecked trees, the general comprehension fold and
+the two-variable comprehensions, message construction, optional list and map entries.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from webhook.cel import stdlib
+from webhook.cel.comprehensions import CostLimitExceeded, Shape, classify, comprehension_range, is_two_variable_call
+from webhook.cel.functions import Overload
+from webhook.cel.nodes import constant, constant_list, dispatcher
+from webhook.cel.proto import checked_pb2, syntax_pb2
+from webhook.cel.values import CelError, NoSuchOverload, Optional, UInt
+
+if TYPE_CHECKING:
+    from webhook.cel.compiler import Planner
+
+FastPath = Callable[[Mapping[str, Any], int], tuple[Any, int]]
+
+# The primitive types the checker can prove (checked.proto Type.PrimitiveType).
+_BOOL, _INT, _STRING, _BYTES = 1, 2, 5, 6
+_COMPARISONS = {"_<_": "<", "_<=_": "<=", "_>_": ">", "_>=_": ">="}
+_STRING_METHODS = {"startsWith": "startswith", "endsWith": "endswith", "contains": ""}
+
+
+class Unsupported(Exception):
+    """The expression uses a form the generator leaves to the closures."""
+
+
+class Fallback(Exception):
+    """Raised by generated code where a value is not the plain case: the closures evaluate the expression."""
+
+
+FALLBACKS = (CelError, LookupError, TypeError, ValueError, ArithmeticError, AttributeError, RecursionError, Fallback)
+
+
+def _fail() -> Any:
+    raise Fallback
+
+
+def _has(value: Any, field: str) -> bool:
+    """`has(x.f)` where x is not a plain dict (a lazily computed map, an optional, or an error)."""
+    if isinstance(value, dict):
+        return field in value
+    if type(value) is Optional and value.present and isinstance(value.value, dict):
+        return field in value.value
+    raise Fallback
+
+
+def generate(planner: Planner, expr: syntax_pb2.Expr, static_cost: int) -> FastPath | None:
+    """The fast path of a checked tree that `planner` has planned; None where the closures must serve it."""
+    if not planner.types:
+        return None  # an unchecked tree (conformance tests only): names resolve at run time
+    generator = _Generator(planner)
+    try:
+        result = generator.expression(expr)
+        generator.emit(f"return {result}, c")
+        source = "\n".join(["def fast(b, L):", f"    c = {static_cost}", *generator.lines])
+        code = compile(source, "<cel>", "exec")
+    except (Unsupported, SyntaxError, RecursionError, MemoryError, ValueError):
+        return None
+    namespace = dict(generator.namespace)
+    exec(code, namespace)  # noqa: S102 - source built from the checked tree at load, never from request data
+    fast: FastPath = namespace["fast"]
+    fast.__doc__ = source  # for reading what was generated
+    return fast
+
+
+class _Generator:
+    def __init__(self, planner: Planner) -> None:
+        self.planner = planner
+        self.lines: list[str] = []
+        self.indent = 1
+        self.names = itertools.count()
+        self.scopes: list[dict[str, str]] = []  # CEL comprehension variable -> Python local
+        self.namespace: dict[str, Any] = {"_fail": _fail, "_has": _has, "_range": comprehension_range,
+                                          "_Cost": CostLimitExceeded, "_Fallback": Fallback, "_dict": dict,
+                                          "_list": list, "_str": str, "_bool": bool}
+        self._constants: dict[tuple[type, Any], str] = {}
+
+    # --- emission ---------------------------------------------------------------------------------------
+
+    def emit(self, line: str) -> None:
+        self.lines.append("    " * self.indent + line)
+
+    @contextmanager
+    def block(self, header: str) -> Iterator[None]:
+        self.emit(header)
+        self.indent += 1
+        mark = len(self.lines)
+        try:
+            yield
+        finally:
+            if len(self.lines) == mark:
+                self.emit("pass")
+            self.indent -= 1
+
+    def local(self, prefix: str = "t") -> str:
+        return f"{prefix}{next(self.names)}"
+
+    def hold(self, code: str, *, literals: bool = True) -> str:
+        """`code` in a local (evaluated once, here), unless it is a local (or a literal, unless `literals` is
+        False: an `is` test must not meet a literal)."""
+        if code.isidentifier() or (literals and _is_literal(code)):
+            return code
+        name = self.local()
+        self.emit(f"{name} = {code}")
+        return name
+
+    def value(self, value: Any) -> str:
+        """A constant as source: a literal for the plain types, else a name bound in the function's globals."""
+        kind = type(value)
+        if value is None or kind is bool or kind is int or kind is str:
+            return repr(value)
+        key = (kind, repr(value))
+        name = self._constants.get(key)
+        if name is None:
+            name = f"k{len(self._constants)}"
+            self._constants[key] = name
+            self.namespace[name] = value
+        return name
+
+    def function(self, implementation: Callable[..., Any]) -> str:
+        return self.value(implementation)
+
+    # --- types the checker proved -----------------------------------------------------------------------
+
+    def primitive(self, expr: syntax_pb2.Expr) -> int | None:
+        found: checked_pb2.Type | None = self.planner.types.get(expr.id)
+        if found is None or found.WhichOneof("type_kind") != "primitive":
+            return None
+        return int(found.primitive)
+
+    def kind(self, expr: syntax_pb2.Expr) -> str | None:
+        found: checked_pb2.Type | None = self.planner.types.get(expr.id)
+        return None if found is None else found.WhichOneof("type_kind")
+
+    # --- nodes ------------------------------------------------------------------------------------------
+
+    def expression(self, expr: syntax_pb2.Expr) -> str:
+        """Statements that compute `expr` (emitted here), and a Python expression for its value, to be used
+        once."""
+        kind = expr.WhichOneof("expr_kind")
+        if kind == "const_expr":
+            return self.value(constant(expr.const_expr))
+        if kind == "ident_expr":
+            return self.ident(expr.id, expr.ident_expr.name)
+        if kind == "select_expr":
+            return self.select(expr)
+        if kind == "call_expr":
+            return self.call(expr)
+        if kind == "list_expr":
+            return self.list_literal(expr.list_expr)
+        if kind == "struct_expr":
+            return self.map_literal(expr.struct_expr)
+        if kind == "comprehension_expr":
+            return self.comprehension(expr.id, expr.comprehension_expr)
+        raise Unsupported(kind)
+
+    def ident(self, node: int, name: str) -> str:
+        if not name.startswith("."):
+            for scope in reversed(self.scopes):
+                if name in scope:
+                    return scope[name]
+        reference = self.planner.references.get(node)
+        if reference is None or not reference.name:
+            raise Unsupported("an unresolved name")
+        name = reference.name.lstrip(".")
+        if reference.HasField("value"):
+            return self.value(constant(reference.value))
+        if name in self.planner.variables or name not in self.planner.type_names:
+            return f"b[{name!r}]"
+        return self.value(self.planner.type_names[name])
+
+    def select(self, expr: syntax_pb2.Expr) -> str:
+        select = expr.select_expr
+        reference = self.planner.references.get(expr.id)
+        if reference is not None and reference.name and not reference.overload_id:
+            return self.ident(expr.id, reference.name)
+        if not select.test_only:
+            # A dict gives the field or KeyError; anything else (a list, a string, an optional, null) raises.
+            return f"{self.expression(select.operand)}[{select.field!r}]"
+        operand = self.hold(self.expression(select.operand))
+        return f"({select.field!r} in {operand} if type({operand}) is _dict else _has({operand}, {select.field!r}))"
+
+    def call(self, expr: syntax_pb2.Expr) -> str:
+        call = expr.call_expr
+        function = call.function
+        raw = ([call.target] if call.HasField("target") else []) + list(call.args)
+        if is_two_variable_call(call):
+            raise Unsupported("two-variable comprehension")
+        special = _SPECIAL.get(function)
+        if special is not None and len(raw) == special[1]:
+            return special[0](self, raw)
+        reference = self.planner.references.get(expr.id)
+        ids = list(reference.overload_id) if reference is not None else []
+        overloads = [found for found in (self.planner.functions.get(i) for i in ids) if found is not None]
+        implementation = stdlib.STANDARD.get(function)
+        if overloads:
+            args = [self.hold(self.expression(arg)) for arg in raw]
+            unresolved = len(overloads) < len(ids)
+            if len(overloads) == 1 and not unresolved and all(self.planner.typed(arg) for arg in raw):
+                return f"{self.function(overloads[0].impl)}({', '.join(args)})"
+            fallback = implementation if unresolved else None
+            call_any = self.function(dispatcher(function, overloads, fallback=fallback))
+            if fallback is not None and not any(kind is not None and (dict in kind or list in kind)
+                                                for overload in overloads for kind in overload.kinds):
+                call_any = self.function(fallback)  # no overload takes a subclass: the type tests decide alone
+            return self.typed_call(overloads, args, f"{call_any}({', '.join(args)})")
+        inline = _INLINE.get(function)
+        if inline is not None and len(raw) == inline[1]:
+            found = inline[0](self, raw)
+            if found is not None:
+                return found
+        if implementation is None:
+            raise Unsupported(f"unbound function {function}")
+        args = [self.hold(self.expression(arg)) for arg in raw]
+        return f"{self.function(implementation)}({', '.join(args)})"
+
+    def typed_call(self, overloads: Sequence[Overload], args: Sequence[str], otherwise: str) -> str:
+        """The overload whose parameter types the arguments have, chosen inline by exact type tests (the values
+        of a JSON object are never subclasses); `otherwise` (the dispatcher) for anything else."""
+        if len(overloads) > 3:
+            return otherwise
+        code = otherwise
+        for overload in reversed(overloads):
+            tests = [f"type({arg}) in {self.value(kind)}" if len(kind) > 1 else f"type({arg}) is {self.value(kind[0])}"
+                     for arg, kind in zip(args, overload.kinds, strict=True) if kind is not None]
+            call = f"{self.function(overload.impl)}({', '.join(args)})"
+            code = f"({call} if {' and '.join(tests)} else {code})" if tests else call
+        return code
+
+    # --- logic ------------------------------------------------------------------------------------------
+
+    def boolean(self, expr: syntax_pb2.Expr) -> str:
+        """A local holding the value of `expr`, checked to be a bool (else the closures decide)."""
+        code = self.expression(expr)
+        if self.primitive(expr) == _BOOL:
+            return self.hold(code, literals=False)
+        held = self.hold(code, literals=False)
+        self.emit(f"if {held} is not True and {held} is not False: raise _Fallback")
+        return held
+
+    def logical(self, raw: Sequence[syntax_pb2.Expr], *, absorbing: bool) -> str:
+        """`&&` (absorbing False) and `||` (absorbing True): the left side decides alone when it is the absorbing
+        value; an error on either side goes to the closures (which know when the other side absorbs it)."""
+        result = self.local("r")
+        first = self.boolean(raw[0])
+        with self.block(f"if not {first}:" if absorbing else f"if {first}:"):
+            self.emit(f"{result} = {self.boolean(raw[1])}")
+        with self.block("else:"):
+            self.emit(f"{result} = {absorbing}")
+        return result
+
+    def conditional(self, raw: Sequence[syntax_pb2.Expr]) -> str:
+        result = self.local("r")
+        test = self.boolean(raw[0])
+        with self.block(f"if {test}:"):
+            self.emit(f"{result} = {self.expression(raw[1])}")
+        with self.block("else:"):
+            self.emit(f"{result} = {self.expression(raw[2])}")
+        return result
+
+    def negation(self, raw: Sequence[syntax_pb2.Expr]) -> str:
+        return f"(not {self.boolean(raw[0])})"
+
+    def optional_or(self, raw: Sequence[syntax_pb2.Expr], *, unwrap: bool) -> str:
+        result = self.local("r")
+        first = self.hold(self.expression(raw[0]))
+        self.emit(f"if type({first}) is not {self.value(Optional)}: raise _Fallback")
+        with self.block(f"if {first}.present:"):
+            self.emit(f"{result} = {first}.value" if unwrap else f"{result} = {first}")
+        with self.block("else:"):
+            second = self.hold(self.expression(raw[1]))
+            if not unwrap:
+                self.emit(f"if type({second}) is not {self.value(Optional)}: raise _Fallback")
+            self.emit(f"{result} = {second}")
+        return result
+
+    # --- operators with an inline form when the types allow ---------------------------------------------
+
+    def equality(self, raw: Sequence[syntax_pb2.Expr], negated: bool) -> str | None:
+        operator = "!=" if negated else "=="
+        for side in (0, 1):
+            other = raw[1 - side]
+            if raw[side].WhichOneof("expr_kind") == "const_expr":
+                value = constant(raw[side].const_expr)
+                if type(value) is str:  # a string equals only an equal string, as in CEL
+                    return f"({self.expression(other)} {operator} {value!r})"
+                if value is None:
+                    return f"({self.hold(self.expression(other), literals=False)} is {'not ' if negated else ''}None)"
+        types = {self.primitive(raw[0]), self.primitive(raw[1])}
+        if len(types) == 1 and types & {_STRING, _INT, _BOOL}:
+            left, right = self.hold(self.expression(raw[0])), self.hold(self.expression(raw[1]))
+            return f"({left} {operator} {right})"
+        return None
+
+    def comparison(self, raw: Sequence[syntax_pb2.Expr], function: str) -> str | None:
+        types = {self.primitive(raw[0]), self.primitive(raw[1])}
+        if len(types) == 1 and types & {_STRING, _INT}:  # not doubles: ordering a NaN is an error in cel-go
+            left, right = self.hold(self.expression(raw[0])), self.hold(self.expression(raw[1]))
+            return f"({left} {_COMPARISONS[function]} {right})"
+        return None
+
+    def concatenation(self, raw: Sequence[syntax_pb2.Expr]) -> str | None:
+        if self.primitive(raw[0]) == self.primitive(raw[1]) == _STRING or \
+                self.kind(raw[0]) == self.kind(raw[1]) == "list_type":
+            left, right = self.hold(self.expression(raw[0])), self.hold(self.expression(raw[1]))
+            return f"({left} + {right})"
+        return None
+
+    def size(self, raw: Sequence[syntax_pb2.Expr]) -> str:
+        value = self.hold(self.expression(raw[0]))
+        if self.primitive(raw[0]) in (_STRING, _BYTES) or self.kind(raw[0]) in ("list_type", "map_type"):
+            return f"len({value})"
+        return f"(len({value}) if type({value}) is _list or type({value}) is _dict or type({value}) is _str " \
+               f"else {self.function(stdlib.size)}({value}))"
+
+    def membership(self, raw: Sequence[syntax_pb2.Expr]) -> str:
+        item_expr, container_expr = raw
+        constants = constant_list(container_expr.list_expr) if \
+            container_expr.WhichOneof("expr_kind") == "list_expr" else None
+        if constants and all(type(value) is str for value in constants):
+            item = self.hold(self.expression(item_expr))
+            members = self.value(frozenset(constants))
+            return f"({item} in {members} if type({item}) is _str else " \
+                   f"{self.function(stdlib.contained_in)}({item}, {self.value(constants)}))"
+        if self.primitive(item_expr) == _STRING or (item_expr.WhichOneof("expr_kind") == "const_expr" and
+                                                    item_expr.const_expr.WhichOneof("constant_kind") ==
+                                                    "string_value"):
+            item = self.hold(self.expression(item_expr))
+            container = self.hold(self.expression(container_expr))
+            # a string is in a list only as an equal string, and is a map's key only as itself
+            return f"({item} in {container} if type({container}) is _dict or type({container}) is _list else " \
+                   f"{self.function(stdlib.contained_in)}({item}, {container}))"
+        item = self.hold(self.expression(item_expr))
+        container = self.hold(self.expression(container_expr))
+        return f"({item} in {container} if type({item}) is _str and (type({container}) is _dict or " \
+               f"type({container}) is _list) else {self.function(stdlib.contained_in)}({item}, {container}))"
+
+    def index(self, raw: Sequence[syntax_pb2.Expr]) -> str | None:
+        key = raw[1]
+        if key.WhichOneof("expr_kind") == "const_expr" and key.const_expr.WhichOneof("constant_kind") == \
+                "string_value":
+            return f"{self.hold(self.expression(raw[0]))}[{key.const_expr.string_value!r}]"
+        return None
+
+    def string_test(self, raw: Sequence[syntax_pb2.Expr], function: str) -> str:
+        text, part = self.hold(self.expression(raw[0])), self.hold(self.expression(raw[1]))
+        plain = f"({part} in {text})" if function == "contains" else f"{text}.{_STRING_METHODS[function]}({part})"
+        tests = [f"type({value}) is _str" for value, expr in ((text, raw[0]), (part, raw[1]))
+                 if self.primitive(expr) != _STRING]
+        if not tests:
+            return plain
+        return f"({plain} if {' and '.join(tests)} else {self.function(stdlib.STANDARD[function])}({text}, {part}))"
+
+    # --- literals ---------------------------------------------------------------------------------------
+
+    def list_literal(self, literal: syntax_pb2.Expr.CreateList) -> str:
+        if literal.optional_indices:
+            raise Unsupported("optional list elements")
+        constants = constant_list(literal)
+        if constants is not None and constants:  # never changed in place: one list serves every evaluation
+            return self.value(constants)
+        return "[" + ", ".join(self.hold(self.expression(element)) for element in literal.elements) + "]"
+
+    def map_literal(self, literal: syntax_pb2.Expr.CreateStruct) -> str:
+        if literal.message_name:
+            raise Unsupported("message construction")
+        keys = []
+        for entry in literal.entries:
+            if entry.optional_entry or not entry.HasField("map_key") or \
+                    entry.map_key.WhichOneof("expr_kind") != "const_expr" or \
+                    entry.map_key.const_expr.WhichOneof("constant_kind") != "string_value":
+                raise Unsupported("a map literal with keys other than string literals")
+            keys.append(entry.map_key.const_expr.string_value)
+        if len(set(keys)) != len(keys):
+            raise Unsupported("repeated keys")  # an error at run time, which the closures raise
+        values = [self.hold(self.expression(entry.value)) for entry in literal.entries]
+        return "{" + ", ".join(f"{key!r}: {value}" for key, value in zip(keys, values, strict=True)) + "}"
+
+    # --- comprehensions ---------------------------------------------------------------------------------
+
+    def comprehension(self, node_id: int, node: syntax_pb2.Expr.Comprehension) -> str:
+        shape = classify(node)
+        if shape.kind == "bind":
+            variable = self.local("v")
+            self.emit(f"{variable} = {self.expression(node.accu_init)}")
+            self.scopes.append({node.accu_var: variable})
+            try:
+                return self.hold(self.expression(node.result))
+            finally:
+                self.scopes.pop()
+        if shape.kind == "fold":
+            raise Unsupported("the general comprehension")
+        body_cost = self.planner.body_costs[node_id]
+        items = self.hold(self.expression(node.iter_range))
+        variable, result = self.local("v"), self.local("r")
+        initial = {"all": "True", "exists": "False", "exists_one": "0"}.get(shape.kind, "[]")
+        self.emit(f"{result} = {initial}")
+        self.scopes.append({node.iter_var: variable})
+        try:
+            with self.block(f"for {variable} in ({items} if type({items}) is _list else _range({items})):"):
+                self.emit(f"c += {body_cost}")
+                self.emit("if c > L: raise _Cost(c)")
+                _loop_body(self, shape, result)
+        finally:
+            self.scopes.pop()
+        return f"({result} == 1)" if shape.kind == "exists_one" else result
+
+
+def _is_literal(code: str) -> bool:
+    return code in ("None", "True", "False") or (len(code) >= 2 and code[0] in "'\"" and code[-1] == code[0]) or \
+        code.lstrip("-").isdigit()
+
+
+def _loop_body(generator: _Generator, shape: Shape, result: str) -> None:
+    """One iteration of a macro's loop, adding to (or deciding) `result`."""
+    if shape.kind in ("all", "exists") and shape.predicate is not None:
+        deciding = shape.kind == "exists"
+        with generator.block(f"if {generator.boolean(shape.predicate)} is {deciding}:"):
+            generator.emit(f"{result} = {deciding}")
+            generator.emit("break")
+    elif shape.kind == "exists_one" and shape.predicate is not None:
+        with generator.block(f"if {generator.boolean(shape.predicate)}:"):
+            generator.emit(f"{result} += 1")
+    elif shape.kind == "map" and shape.transform is not None:
+        if shape.guard is None:
+            generator.emit(f"{result}.append({generator.expression(shape.transform)})")
+        else:
+            with generator.block(f"if {generator.boolean(shape.guard)}:"):
+                generator.emit(f"{result}.append({generator.expression(shape.transform)})")
+    else:
+        raise Unsupported(shape.kind)
+
+
+_SPECIAL: dict[str, tuple[Callable[[_Generator, Sequence[syntax_pb2.Expr]], str], int]] = {
+    "_&&_": (lambda generator, raw: generator.logical(raw, absorbing=False), 2),
+    "_||_": (lambda generator, raw: generator.logical(raw, absorbing=True), 2),
+    "_?_:_": (_Generator.conditional, 3),
+    "!_": (_Generator.negation, 1),
+    "or": (lambda generator, raw: generator.optional_or(raw, unwrap=False), 2),
+    "orValue": (lambda generator, raw: generator.optional_or(raw, unwrap=True), 2),
+    "dyn": (lambda generator, raw: generator.expression(raw[0]), 1),
+}
+
+_INLINE: dict[str, tuple[Callable[[_Generator, Sequence[syntax_pb2.Expr]], str | None], int]] = {
+    "_==_": (lambda generator, raw: generator.equality(raw, negated=False), 2),
+    "_!=_": (lambda generator, raw: generator.equality(raw, negated=True), 2),
+    **{name: (partial(_Generator.comparison, function=name), 2)
+       for name in _COMPARISONS},
+    "_+_": (_Generator.concatenation, 2),
+    "size": (_Generator.size, 1),
+    "@in": (_Generator.membership, 2),
+    "_[_]": (_Generator.index, 2),
+    **{name: (partial(_Generator.string_test, function=name), 2)
+       for name in _STRING_METHODS},
+}
+
+__all__ = ["FALLBACKS", "FastPath", "NoSuchOverload", "UInt", "generate"]
