@@ -43,6 +43,9 @@ _COMPARISONS = {"_<_": "<", "_<=_": "<=", "_>_": ">", "_>=_": ">="}
 _STRING_METHODS = {"startsWith": "startswith", "endsWith": "endswith", "contains": ""}
 
 
+_SERIAL = itertools.count(1)
+
+
 class Unsupported(Exception):
     """The expression uses a form the generator leaves to the closures."""
 
@@ -54,10 +57,6 @@ class Fallback(Exception):
 FALLBACKS = (CelError, LookupError, TypeError, ValueError, ArithmeticError, AttributeError, RecursionError, Fallback)
 
 
-def _fail() -> Any:
-    raise Fallback
-
-
 def _has(value: Any, field: str) -> bool:
     """`has(x.f)` where x is not a plain dict (a lazily computed map, an optional, or an error)."""
     if isinstance(value, dict):
@@ -67,36 +66,63 @@ def _has(value: Any, field: str) -> bool:
     raise Fallback
 
 
+UNSET = object()  # a variable not computed yet (see generate_linked)
+LinkedPath = Callable[[Mapping[str, Any], list[Any], int], tuple[Any, int]]
+
+
 def generate(planner: Planner, expr: syntax_pb2.Expr, static_cost: int) -> FastPath | None:
     """The fast path of a checked tree that `planner` has planned; None where the closures must serve it."""
-    if not planner.types:
+    found = _module([(planner, expr, static_cost)], {})
+    return None if found is None else found[0]
+
+
+def generate_linked(parts: Sequence[tuple[Planner, syntax_pb2.Expr, int]], variables: Sequence[str]
+                    ) -> list[LinkedPath] | None:
+    """Fast paths for the expressions of one policy, which read its variables without a map in between: each is
+    `f(bindings, V, limit) -> (value, cost)`, where `variables.NAME` (the i-th of `variables`, whose expression is
+    `parts[i]`) reads `V[i]`, and at its first use computes it (V[i] is UNSET until then) and adds its cost to
+    `V[-1]`. None when any of them cannot be generated."""
+    found = _module(parts, {name: index for index, name in enumerate(variables)})
+    return None if found is None else found
+
+
+def _module(parts: Sequence[tuple[Planner, syntax_pb2.Expr, int]], slots: Mapping[str, int]
+            ) -> list[Callable[..., tuple[Any, int]]] | None:
+    if not all(planner.types for planner, _, _ in parts):
         return None  # an unchecked tree (conformance tests only): names resolve at run time
-    generator = _Generator(planner)
+    namespace: dict[str, Any] = {"_has": _has, "_range": comprehension_range, "_Cost": CostLimitExceeded,
+                                 "_Fallback": Fallback, "_U": UNSET, "_dict": dict, "_list": list, "_str": str}
+    constants: dict[tuple[type, str], str] = {}
+    sources = []
+    arguments = "b, V, L" if slots else "b, L"
     try:
-        result = generator.expression(expr)
-        generator.emit(f"return {result}, c")
-        source = "\n".join(["def fast(b, L):", f"    c = {static_cost}", *generator.lines])
-        code = compile(source, "<cel>", "exec")
+        for index, (planner, expr, static_cost) in enumerate(parts):
+            generator = _Generator(planner, namespace, constants, slots)
+            result = generator.expression(expr)
+            generator.emit(f"return {result}, c")
+            sources.append("\n".join([f"def f{index}({arguments}):", f"    c = {static_cost}", *generator.lines]))
+        source = "\n\n".join(sources)
+        code = compile(source, f"<cel {next(_SERIAL)}>", "exec")  # a name of its own, for profiles
     except (Unsupported, SyntaxError, RecursionError, MemoryError, ValueError):
         return None
-    namespace = dict(generator.namespace)
-    exec(code, namespace)  # noqa: S102 - source built from the checked tree at load, never from request data
-    fast: FastPath = namespace["fast"]
-    fast.__doc__ = source  # for reading what was generated
-    return fast
+    exec(code, namespace)  # noqa: S102 - source built from checked trees at load, never from request data
+    functions = [namespace[f"f{index}"] for index in range(len(parts))]
+    for function, text in zip(functions, sources, strict=True):
+        function.__doc__ = text  # for reading what was generated
+    return functions
 
 
 class _Generator:
-    def __init__(self, planner: Planner) -> None:
+    def __init__(self, planner: Planner, namespace: dict[str, Any], constants: dict[tuple[type, str], str],
+                 slots: Mapping[str, int]) -> None:
         self.planner = planner
+        self.namespace = namespace  # the generated module's globals: constants and functions by name
+        self._constants = constants
+        self.slots = slots  # a policy's variables: name -> index in V (generate_linked)
         self.lines: list[str] = []
         self.indent = 1
         self.names = itertools.count()
         self.scopes: list[dict[str, str]] = []  # CEL comprehension variable -> Python local
-        self.namespace: dict[str, Any] = {"_fail": _fail, "_has": _has, "_range": comprehension_range,
-                                          "_Cost": CostLimitExceeded, "_Fallback": Fallback, "_dict": dict,
-                                          "_list": list, "_str": str, "_bool": bool}
-        self._constants: dict[tuple[type, Any], str] = {}
 
     # --- emission ---------------------------------------------------------------------------------------
 
@@ -188,6 +214,8 @@ class _Generator:
         name = reference.name.lstrip(".")
         if reference.HasField("value"):
             return self.value(constant(reference.value))
+        if self.slots and name == "variables":
+            raise Unsupported("`variables` other than as variables.NAME")
         if name in self.planner.variables or name not in self.planner.type_names:
             return f"b[{name!r}]"
         return self.value(self.planner.type_names[name])
@@ -197,11 +225,36 @@ class _Generator:
         reference = self.planner.references.get(expr.id)
         if reference is not None and reference.name and not reference.overload_id:
             return self.ident(expr.id, reference.name)
+        if self.slots and self.is_variables(select.operand):
+            return self.variable(select.field, test_only=select.test_only)
         if not select.test_only:
             # A dict gives the field or KeyError; anything else (a list, a string, an optional, null) raises.
             return f"{self.expression(select.operand)}[{select.field!r}]"
         operand = self.hold(self.expression(select.operand))
         return f"({select.field!r} in {operand} if type({operand}) is _dict else _has({operand}, {select.field!r}))"
+
+    def is_variables(self, expr: syntax_pb2.Expr) -> bool:
+        """`expr` is the policy's `variables` (not a comprehension variable of that name)."""
+        if expr.WhichOneof("expr_kind") != "ident_expr" or expr.ident_expr.name != "variables" or \
+                any("variables" in scope for scope in self.scopes):
+            return False
+        reference = self.planner.references.get(expr.id)
+        return reference is not None and reference.name.lstrip(".") == "variables"
+
+    def variable(self, name: str, *, test_only: bool) -> str:
+        """`variables.NAME` in a linked policy: V[i], computed by its own function at first use."""
+        index = self.slots.get(name)
+        if index is None:
+            raise Unsupported(f"no variable {name}")
+        if test_only:
+            return "True"  # a declared variable is present, computed or not
+        value, cost = self.local(), self.local()
+        self.emit(f"{value} = V[{index}]")
+        with self.block(f"if {value} is _U:"):
+            self.emit(f"{value}, {cost} = f{index}(b, V, L)")
+            self.emit(f"V[{index}] = {value}")
+            self.emit(f"V[-1] += {cost}")
+        return value
 
     def call(self, expr: syntax_pb2.Expr) -> str:
         call = expr.call_expr
@@ -477,4 +530,4 @@ _INLINE: dict[str, tuple[Callable[[_Generator, Sequence[syntax_pb2.Expr]], str |
        for name in _STRING_METHODS},
 }
 
-__all__ = ["FALLBACKS", "FastPath", "NoSuchOverload", "UInt", "generate"]
+__all__ = ["FALLBACKS", "UNSET", "FastPath", "LinkedPath", "NoSuchOverload", "UInt", "generate", "generate_linked"]

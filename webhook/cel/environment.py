@@ -50,13 +50,14 @@ class Program:
     It runs its generated fast path (webhook.cel.codegen) when it has one, and the planned closures when the fast
     path gives way (any error or unexpected value) or was not generated."""
 
-    __slots__ = ("_root", "_slot_count", "_static_cost", "fast", "return_type", "source")
+    __slots__ = ("_root", "_slot_count", "_static_cost", "fast", "parts", "return_type", "source")
 
     def __init__(self, *, source: str, root: Eval, slot_count: int, static_cost: int, return_type: Any,
-                 fast: FastPath | None = None) -> None:
+                 fast: FastPath | None = None, parts: tuple[Planner, syntax_pb2.Expr, int] | None = None) -> None:
         self.source = source
         self.return_type = return_type  # the checker's cel_expr_python Type (None when unchecked)
         self.fast = fast
+        self.parts = parts  # what generated the fast path, to link it with others (codegen.generate_linked)
         self._root = root
         self._slot_count = slot_count
         self._static_cost = static_cost
@@ -163,8 +164,10 @@ class Environment:
             root = planner.plan(tree)
         except PlanError as error:
             raise CelCompileError(str(error)) from error
+        fast = generate(planner, tree, planner.static_cost)
         return Program(source=source, root=root, slot_count=planner.slot_count, static_cost=planner.static_cost,
-                       return_type=return_type, fast=generate(planner, tree, planner.static_cost))
+                       return_type=return_type, fast=fast,
+                       parts=(planner, tree, planner.static_cost) if fast is not None else None)
 
 
     def _extensions(self) -> list[Any]:

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from webhook.errors import SourceProblem
 from webhook.policies.cel import Engine, Program
 from webhook.policies.matching import ResourceKey, is_empty, rules_match
-from webhook.policies.model import MatchResources, ParamKind, ParamRef
+from webhook.policies.model import LabelSelector, MatchResources, ParamKind, ParamRef
 from webhook.policies.params import ParamObject, ParamStore, Resolution
 
 Phase = Literal["validate", "mutate"]
@@ -79,6 +79,8 @@ class CompiledPolicy:
     variable_programs: Mapping[str, Program] = field(init=False)
     variable_names: frozenset[str] = field(init=False)
     own_params: Resolution | None = field(init=False)  # the Policy kind's `params` (no paramKind, no paramRef)
+    # (objectSelector, namespaceSelector) of `match` and `binding_match`, None where empty; empty pairs left out
+    selectors: tuple[tuple[LabelSelector | None, LabelSelector | None], ...] = field(init=False)
 
     def __post_init__(self) -> None:
         matches = [match for match in (self.match, self.binding_match) if match is not None]
@@ -86,6 +88,10 @@ class CompiledPolicy:
         object.__setattr__(self, "needs_namespace", any(not is_empty(m.namespaceSelector) for m in matches))
         object.__setattr__(self, "selects_all", all(is_empty(m.namespaceSelector) and is_empty(m.objectSelector)
                                                     for m in matches))
+        object.__setattr__(self, "selectors", tuple(
+            (None if is_empty(m.objectSelector) else m.objectSelector,
+             None if is_empty(m.namespaceSelector) else m.namespaceSelector)
+            for m in matches if not (is_empty(m.objectSelector) and is_empty(m.namespaceSelector))))
         object.__setattr__(self, "variable_programs", {v.name: v.program for v in self.variables})
         object.__setattr__(self, "variable_names", frozenset(self.variable_programs))
         object.__setattr__(self, "own_params", Resolution(objects=(
@@ -125,10 +131,18 @@ class PolicySet:
     _by_phase: dict[Phase, tuple[CompiledPolicy, ...]] = field(default_factory=dict, repr=False)
     _cache: dict[tuple[Phase, ResourceKey], tuple[CompiledPolicy, ...]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # Engines that link a policy's expressions into one fast path (the builtin engine): by id of the policy.
+    fast_validators: dict[int, Callable[[dict[str, Any]], bool]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         for phase in ("validate", "mutate"):
             self._by_phase[phase] = tuple(p for p in self.policies if p.takes_part_in(phase))
+        link = getattr(self.engine, "link", None)
+        if link is not None:
+            for policy in self._by_phase["validate"]:
+                fast = link(policy)
+                if fast is not None:
+                    self.fast_validators[id(policy)] = fast
 
     def candidates(self, phase: Phase, key: ResourceKey) -> tuple[CompiledPolicy, ...]:
         """Policies whose resource rules can match `key`; computed once per distinct key and cached."""

@@ -61,6 +61,10 @@ def decide(results: Sequence[PolicyResult], *, phase: Phase) -> Decision:
     for result in results:
         policy = result.policy
         name = policy.name
+        if not (result.violations or result.faults or result.warnings or result.audit_annotations or
+                result.patch):  # the common case: nothing to report but that it passed
+            outcomes.append({"policy": name, "result": "pass", "messages": []})
+            continue
         native = policy.binding is not None  # Kubernetes' kinds: Kubernetes' wording
         outcomes.append(_outcome(result))
         for text in result.warnings:

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from webhook import authoring
+from webhook.cel.codegen import FALLBACKS
+from webhook.cel.comprehensions import CostLimitExceeded
 from webhook.patches import PatchError, PatchTestFailed, apply_operations, make_patch
 from webhook.policies.apply import merge
 from webhook.policies.cel import CelEvaluationError, Engine, Program
@@ -20,7 +22,6 @@ from webhook.policies.matching import (
     namespace_selector_matches,
     object_selector_matches,
 )
-from webhook.policies.model import MatchResources
 from webhook.policies.params import ParamObject, Resolution
 from webhook.policies.scope import PARAMS_BY_POLICY
 from webhook.state import EMPTY, ClusterState, ClusterUnavailable
@@ -113,16 +114,21 @@ def matching_policies(policy_set: PolicySet, phase: Phase, context: RequestConte
                 namespace_labels.setdefault(NAMESPACE_NAME_LABEL, context.namespace)
         if context.namespace_problem is not None and policy.needs_namespace:
             found.append(policy)  # cannot be decided now: it faults in evaluation (see Evaluator._unknown)
-        elif all(_selectors_match(match, context, namespace_labels)
-                 for match in (policy.match, policy.binding_match) if match is not None):
+        elif _selectors_match(policy, context, namespace_labels):
             found.append(policy)
     return found
 
 
-def _selectors_match(match: MatchResources, context: RequestContext, namespace_labels: dict[str, str]) -> bool:
-    return object_selector_matches(match.objectSelector, obj=context.object, old_obj=context.old_object) and \
-        namespace_selector_matches(match.namespaceSelector, key=context.key, obj=context.object,
-                                   old_obj=context.old_object, namespace_labels=namespace_labels)
+def _selectors_match(policy: CompiledPolicy, context: RequestContext, namespace_labels: dict[str, str]) -> bool:
+    for object_selector, namespace_selector in policy.selectors:  # the non-empty ones
+        if object_selector is not None and not object_selector_matches(
+                object_selector, obj=context.object, old_obj=context.old_object):
+            return False
+        if namespace_selector is not None and not namespace_selector_matches(
+                namespace_selector, key=context.key, obj=context.object, old_obj=context.old_object,
+                namespace_labels=namespace_labels):
+            return False
+    return True
 
 
 class _PolicyRun:
@@ -309,6 +315,15 @@ class Evaluator:
         if policy.python_function is not None:
             self._run_python(policy, self.context.object, result, phase="validate")
             return result
+        fast = self.policy_set.fast_validators.get(id(policy))
+        if fast is not None:
+            resolution = self.resolution(policy)
+            if resolution.fault is None and len(resolution.objects) == 1:
+                try:
+                    if fast({**self.base_bindings(self.context.object), "params": resolution.objects[0].prepared}):
+                        return result  # clean: no violation, no fault
+                except (*FALLBACKS, CostLimitExceeded):
+                    pass  # the usual path decides, exactly
         for index, param in enumerate(self._params_of(policy, result)):
             run = self._start(policy, self.context.object, result, param, index)
             if run is not None:
