@@ -79,8 +79,6 @@ def admission_event(facts: Mapping[str, Any], *, source: str) -> tuple[dict[str,
         "patch": redact_patch(patch) if is_secret(kind) else patch,
         "durationMs": round(facts["duration_ms"], 3),
     }
-    if facts.get("object_omitted"):
-        data["objectOmitted"] = facts["object_omitted"]
     if is_secret(kind):  # policy messages may quote a Secret's values (a fault naming a bad value, a denial)
         if data["status"]:
             data["status"] = {**data["status"], "message": REDACTED}

@@ -3,6 +3,10 @@
 WAL mode, one connection per process guarded by a lock. Several processes (uvicorn workers, the CLI) may
 open the same file: claims are single UPDATE ... RETURNING statements, so a row is in flight in one place
 at a time, and a lease that runs out (a killed process) makes the row claimable again.
+
+The bytes of the stored events are summed by triggers in the same transactions as the rows (undelivered
+apart from the rest), so every process reads the total from one row instead of scanning the table; a
+delivered row keeps no event (nothing reads it again), so what is stored is undelivered rows and dead letters.
 """
 
 from __future__ import annotations
@@ -36,7 +40,27 @@ CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_attempt);
 CREATE INDEX IF NOT EXISTS deliveries_claim ON deliveries (subscriber, state, next_attempt);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS disabled_subscribers (name TEXT PRIMARY KEY, at REAL NOT NULL, reason TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS stored_bytes (undelivered INTEGER PRIMARY KEY, total INTEGER NOT NULL);
+CREATE TRIGGER IF NOT EXISTS deliveries_bytes_added AFTER INSERT ON deliveries BEGIN
+    UPDATE stored_bytes SET total = total + length(NEW.event)
+    WHERE undelivered = (NEW.state IN ('pending', 'inflight'));
+END;
+CREATE TRIGGER IF NOT EXISTS deliveries_bytes_removed AFTER DELETE ON deliveries BEGIN
+    UPDATE stored_bytes SET total = total - length(OLD.event)
+    WHERE undelivered = (OLD.state IN ('pending', 'inflight'));
+END;
+CREATE TRIGGER IF NOT EXISTS deliveries_bytes_moved AFTER UPDATE OF state, event ON deliveries
+WHEN (OLD.state IN ('pending', 'inflight')) != (NEW.state IN ('pending', 'inflight'))
+    OR length(OLD.event) != length(NEW.event) BEGIN
+    UPDATE stored_bytes SET total = total - length(OLD.event)
+    WHERE undelivered = (OLD.state IN ('pending', 'inflight'));
+    UPDATE stored_bytes SET total = total + length(NEW.event)
+    WHERE undelivered = (NEW.state IN ('pending', 'inflight'));
+END;
 """
+_SUM_BYTES = ("SELECT coalesce(sum(CASE WHEN state IN ('pending', 'inflight') THEN length(event) END), 0), "
+              "coalesce(sum(CASE WHEN state NOT IN ('pending', 'inflight') THEN length(event) END), 0) "
+              "FROM deliveries")
 _ADD_COUNTER = ("INSERT INTO counters (name, value) VALUES (?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value")
 
@@ -88,6 +112,15 @@ class Outbox:
             self._connection.execute("PRAGMA auto_vacuum=INCREMENTAL")
             self._connection.execute("PRAGMA wal_autocheckpoint=0")
             self._connection.executescript(_SCHEMA)
+        self._transaction(self._restore_stored_bytes, None)
+
+    @staticmethod
+    def _restore_stored_bytes(cursor: sqlite3.Cursor) -> int:
+        """The byte totals from the rows, once at open (an outbox made before they were kept has none)."""
+        undelivered, kept = cursor.execute(_SUM_BYTES).fetchone()
+        cursor.executemany("INSERT OR REPLACE INTO stored_bytes (undelivered, total) VALUES (?, ?)",
+                           [(1, undelivered), (0, kept)])
+        return 0
 
     def close(self) -> None:
         with self._lock:
@@ -165,7 +198,7 @@ class Outbox:
         dead = [(moment, o.error[:1000], o.seq) for o in outcomes if o.state == "dead"]
 
         def update(cursor: sqlite3.Cursor) -> int:
-            cursor.executemany("UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, "
+            cursor.executemany("UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, event = x'', "
                                "finished = ?, lease_until = NULL, last_error = NULL WHERE seq = ?", delivered)
             cursor.executemany("UPDATE deliveries SET state = 'pending', attempts = attempts + 1, "
                                "next_attempt = ?, lease_until = NULL, last_error = ? WHERE seq = ?", retried)
@@ -197,11 +230,39 @@ class Outbox:
 
     def counters(self) -> dict[str, int]:
         """Totals since the outbox was created: `enqueued/NAME`, `delivered/NAME`, `retried/NAME`,
-        `dead/NAME`, `disabled/NAME`, `latency/NAME/BUCKET`, `latency_ms/NAME`, `dropped_full`, `dropped_error`."""
+        `dead/NAME`, `disabled/NAME`, `evicted/NAME`, `latency/NAME/BUCKET`, `latency_ms/NAME`, `dropped_full`,
+        `dropped_error`."""
         return {name: int(value) for name, value in self._execute("SELECT name, value FROM counters")}
 
+    def stored_bytes(self) -> tuple[int, int]:
+        """Bytes of the events kept: (undelivered, the rest: dead letters)."""
+        totals = dict(self._execute("SELECT undelivered, total FROM stored_bytes"))
+        return int(totals.get(1, 0)), int(totals.get(0, 0))
+
+    def evict_dead_letters(self, *, needed: int) -> int:
+        """Delete the oldest dead letters until `needed` bytes are freed or none are left, counted as
+        `evicted/NAME` in the same transaction: under the byte cap new events win over old dead letters."""
+        def evict(cursor: sqlite3.Cursor) -> int:
+            freed = 0
+            evicted: dict[str, int] = {}
+            while freed < needed:
+                oldest = cursor.execute("SELECT seq, subscriber, length(event) FROM deliveries WHERE state = 'dead' "
+                                        "ORDER BY seq LIMIT 32").fetchall()
+                if not oldest:
+                    break
+                for seq, subscriber, size in oldest:
+                    cursor.execute("DELETE FROM deliveries WHERE seq = ?", (seq,))
+                    freed += int(size)
+                    evicted[f"evicted/{subscriber}"] = evicted.get(f"evicted/{subscriber}", 0) + 1
+                    if freed >= needed:
+                        break
+            cursor.executemany(_ADD_COUNTER, list(evicted.items()))
+            return freed
+
+        return self._transaction(evict, None) if needed > 0 else 0
+
     def backlog(self) -> int:
-        """Rows not yet delivered nor dead: what the size cap counts."""
+        """Rows not yet delivered nor dead: what the row cap counts."""
         return int(self._execute("SELECT count(*) FROM deliveries WHERE state IN ('pending', 'inflight')")[0][0])
 
     def status(self, *, now: float | None = None) -> list[SubscriberStatus]:

@@ -41,6 +41,9 @@ class EventSettings:
     subscribers_file: Path | None
     source: str
     max_backlog: int = 100_000
+    # Bytes of events the outbox keeps (undelivered and dead letters): with the spool's cap, what the state
+    # directory holds at most (both fit the chart's 1 GiB persistent volume).
+    max_outbox_bytes: int = 512 * 1024 * 1024
     max_spool_bytes: int = 256 * 1024 * 1024
     lease_seconds: float = 30.0
     drain_seconds: float = 5.0
@@ -80,6 +83,7 @@ class AdmissionFacts:
     duration_ms: float
     time: float
     object_omitted: str = ""  # why an object a subscriber asked for is not in the event
+    object_bytes: int = 0  # the size of an object left out for being larger than every subscriber's limit
 
 
 class EventRecorder:
@@ -91,19 +95,21 @@ class EventRecorder:
         self.metrics = metrics
         self.subscribers = SubscriberSet(settings.subscribers_file)
         self.spool = SpoolWriter(settings.spool_dir)
-        self._backlog = 0
-        self._spooled_since_check = 0
+        self._backlog = self._backlog_bytes = 0
+        self._spooled_since_check = self._spooled_bytes_since_check = 0
         self._spool_bytes = 0
         self._last_drop_log = 0.0
         self._last_check = 0.0
         self._unsaved_drops: dict[str, int] = {}
-        self._objects_wanted = False
+        self._object_limit = 0  # the largest maxObjectBytes of the subscribers with includeObject (0: none)
+        self._object_subscribers = 0
         self._refresh_subscribers()
         self.maintain()
 
     def _refresh_subscribers(self) -> None:
         self.subscribers.refresh()
-        self._objects_wanted = any(s.spec.includeObject for s in self.subscribers.current)
+        limits = [s.spec.maxObjectBytes for s in self.subscribers.current if s.spec.includeObject]
+        self._object_limit, self._object_subscribers = max(limits, default=0), len(limits)
 
     def maintain(self) -> None:
         """Called every few tens of milliseconds: hand spooled rows over; once a second, refresh state."""
@@ -119,11 +125,12 @@ class EventRecorder:
             return
         self._last_check = now
         self._refresh_subscribers()
-        try:
-            self._backlog = int((self.settings.state_dir / BACKLOG_FILE).read_text() or 0)
+        try:  # "ROWS BYTES" undelivered, written by the deliverer every second
+            rows, _, size = (self.settings.state_dir / BACKLOG_FILE).read_text().partition(" ")
+            self._backlog, self._backlog_bytes = int(rows or 0), int(size or 0)
         except (OSError, ValueError):
-            self._backlog = 0
-        self._spooled_since_check = 0
+            self._backlog = self._backlog_bytes = 0
+        self._spooled_since_check = self._spooled_bytes_since_check = 0
         self._spool_bytes = pending_bytes(self.settings.spool_dir)
         for reason, count in list(self._unsaved_drops.items()):
             with contextlib.suppress(OSError):
@@ -133,13 +140,18 @@ class EventRecorder:
     def close(self) -> None:
         self.spool.close()
 
-    def _spool(self, kind: bytes, *fields: bytes) -> None:
-        # The cap counts outbox rows; an admission event is counted as one row per subscriber (the deliverer,
-        # which applies the filters, may keep fewer).
+    def _spool(self, kind: bytes, *fields: bytes, size: int | None = None) -> None:
+        # The caps count outbox rows and bytes; an event is counted as one row per subscriber (the deliverer,
+        # which applies the filters, may keep fewer) of `size` bytes in all.
         rows = len(self.subscribers.current)
+        size = sum(len(field) for field in fields) * rows if size is None else size
         if self._backlog + self._spooled_since_check + rows > self.settings.max_backlog:
             self._dropped("full", f"the outbox holds about {self._backlog} undelivered events, "
                           f"its cap is {self.settings.max_backlog}")
+            return
+        if self._backlog_bytes + self._spooled_bytes_since_check + size > self.settings.max_outbox_bytes:
+            self._dropped("full", f"the outbox holds about {self._backlog_bytes + self._spooled_bytes_since_check} "
+                          f"bytes of undelivered events, its cap is {self.settings.max_outbox_bytes}")
             return
         if self._spool_bytes > self.settings.max_spool_bytes:
             self._dropped("full", f"{self._spool_bytes} bytes wait in the spool (is the deliverer running?)")
@@ -150,6 +162,7 @@ class EventRecorder:
             self._dropped("error", f"cannot write to the spool: {error}")
             return
         self._spooled_since_check += rows
+        self._spooled_bytes_since_check += size
 
     def _dropped(self, reason: str, why: str) -> None:
         self.metrics.events_dropped.labels(reason).inc()
@@ -167,19 +180,23 @@ class EventRecorder:
         return bool(self.subscribers.current)
 
     def record_admission(self, facts: AdmissionFacts, object_: Any = None) -> None:
-        """Spool the facts of one decision, with the object when a subscriber opted in and it is no Secret
-        (never for dry runs; the caller checks). Never raises."""
+        """Spool the facts of one decision, with the object when a subscriber opted in, it is no Secret, and
+        some such subscriber's maxObjectBytes allows it (never for dry runs; the caller checks). Never raises."""
         if not self.subscribers.current:
             return
         try:
-            keep = object_ is not None and self._objects_wanted and not model.is_secret(facts.kind)
+            keep = object_ is not None and self._object_limit > 0 and not model.is_secret(facts.kind)
             encoded = b""
             if keep:
                 try:  # encoded at the depth the event will carry it, then cut out of the wrapper
                     encoded = orjson.dumps({"data": {"object": object_}})[len(b'{"data":{"object":'):-2]
                 except orjson.JSONEncodeError as error:  # nested past orjson's limit: the event goes without it
                     facts = dataclasses.replace(facts, object_omitted=f"the object cannot be included: {error}")
-            self._spool(ADMISSION, orjson.dumps(facts), encoded)
+                if len(encoded) > self._object_limit:  # too large for everyone: objectOmitted gives its size
+                    facts, encoded = dataclasses.replace(facts, object_bytes=len(encoded)), b""
+            spooled = orjson.dumps(facts)
+            self._spool(ADMISSION, spooled, encoded,
+                        size=len(spooled) * len(self.subscribers.current) + len(encoded) * self._object_subscribers)
         except Exception as error:  # an event must never cost an admission answer
             self._dropped("error", f"cannot spool the event of request {facts.uid}: {error}")
 
@@ -223,32 +240,44 @@ class EventDeliverer:
         self._counts: dict[str, int] = {}  # counter increments committed with the next outcomes
         self._failures: dict[str, int] = {}  # consecutive retryable failures per subscriber
         self._paused_until: dict[str, float] = {}
+        self._last_drop_log = 0.0
 
     # --- spool -> outbox ---------------------------------------------------------------------------------
 
     def ingest(self) -> int:
         """Build the events of every unowned spool file, keep the rows some subscriber wants, and move them
-        into the outbox (one transaction per file, with the counters), then remove the file."""
+        into the outbox (one transaction per file, with the counters), then remove the file.
+
+        The recorders keep within the byte cap by estimate (their view of the outbox is up to a second old);
+        here it holds: an event whose rows do not fit beside the undelivered ones is dropped and counted, and
+        the oldest dead letters make room for those that fit."""
         moved = 0
+        cap = self.settings.max_outbox_bytes
         for path, descriptor in claim_unowned(self.settings.spool_dir):
             try:
+                undelivered, dead = self.outbox.stored_bytes()
                 rows: list[tuple[str, str, bytes]] = []
                 counters: dict[str, int] = {}
                 for kind, fields in read_records(path):
                     try:
-                        if kind == ADMISSION:
-                            facts = orjson.loads(fields[0])
-                            attributes, data = model.admission_event(facts, source=self.settings.source)
-                            object_ = orjson.loads(fields[1]) if len(fields) > 1 and fields[1] else None
-                            self._route(attributes, data, object_, rows, counters)
-                        elif kind == EVENT:
-                            event = orjson.loads(fields[0])
-                            self._route(event["attributes"], event["data"], None, rows, counters)
-                        elif kind == COUNTER and len(fields) == 2:
+                        if kind == COUNTER and len(fields) == 2:
                             name = fields[0].decode()
                             counters[name] = counters.get(name, 0) + int(fields[1])
+                        routed = self._rows_of(kind, fields)
                     except (ValueError, KeyError, TypeError) as error:  # one bad record must not block the rest
                         log.error("skipping an unreadable record in %s: %s", path.name, error)
+                        continue
+                    size = sum(len(event) for _, _, event in routed)
+                    if routed and undelivered + size > cap:
+                        counters["dropped_full"] = counters.get("dropped_full", 0) + 1
+                        self._log_drop(f"the outbox holds {undelivered} bytes of undelivered events, its cap is {cap}")
+                        continue
+                    undelivered += size
+                    rows.extend(routed)
+                    for _, name, _ in routed:
+                        counters[f"enqueued/{name}"] = counters.get(f"enqueued/{name}", 0) + 1
+                if dead and undelivered + dead > cap:
+                    self.outbox.evict_dead_letters(needed=undelivered + dead - cap)
                 self.outbox.enqueue(rows, counters=counters)
                 path.unlink()
                 moved += len(rows)
@@ -258,21 +287,52 @@ class EventDeliverer:
                 os.close(descriptor)
         return moved
 
-    def _route(self, attributes: dict[str, str], data: dict[str, Any], object_: Any,
-               rows: list[tuple[str, str, bytes]], counters: dict[str, int]) -> None:
-        """Outbox rows of one event: one per subscriber whose filters want it (with the object if it opted in
-        and the recorder kept one)."""
+    def _rows_of(self, kind: bytes, fields: list[bytes]) -> list[tuple[str, str, bytes]]:
+        """The outbox rows of one spooled record (none for a counter)."""
+        if kind == ADMISSION:
+            facts = orjson.loads(fields[0])
+            attributes, data = model.admission_event(facts, source=self.settings.source)
+            object_json = fields[1] if len(fields) > 1 else b""
+            return self._route(attributes, data, orjson.loads(object_json) if object_json else None,
+                               object_bytes=len(object_json) or int(facts.get("object_bytes", 0)),
+                               omitted=str(facts.get("object_omitted", "")))
+        if kind == EVENT:
+            event = orjson.loads(fields[0])
+            return self._route(event["attributes"], event["data"], None)
+        return []
+
+    def _route(self, attributes: dict[str, str], data: dict[str, Any], object_: Any, *, object_bytes: int = 0,
+               omitted: str = "") -> list[tuple[str, str, bytes]]:
+        """Outbox rows of one event: one per subscriber whose filters want it. A subscriber with includeObject
+        gets the object (`object_bytes` serialised) when the recorder kept it and it fits the subscriber's
+        maxObjectBytes; otherwise `objectOmitted` says why."""
+        rows = []
         plain = b""
         for subscriber in self.subscribers.current:
             if not subscriber.wants(attributes):
                 continue
-            if subscriber.spec.includeObject and object_ is not None:
-                event = orjson.dumps({"attributes": attributes, "data": {**data, "object": object_}})
+            extra: dict[str, Any] = {}
+            if subscriber.spec.includeObject:
+                limit = subscriber.spec.maxObjectBytes
+                if object_bytes > limit:
+                    extra["objectOmitted"] = (f"the object is {object_bytes} bytes, larger than the {limit}-byte "
+                                              "limit (maxObjectBytes)")
+                elif object_ is not None:
+                    extra["object"] = object_
+                elif omitted or object_bytes:  # or the limit was raised since the recorder left it out
+                    extra["objectOmitted"] = omitted or f"the object is {object_bytes} bytes, larger than the limit"
+            if extra:
+                event = orjson.dumps({"attributes": attributes, "data": {**data, **extra}})
             else:
                 plain = plain or orjson.dumps({"attributes": attributes, "data": data})
                 event = plain
             rows.append((attributes["id"], subscriber.name, event))
-            counters[f"enqueued/{subscriber.name}"] = counters.get(f"enqueued/{subscriber.name}", 0) + 1
+        return rows
+
+    def _log_drop(self, why: str) -> None:
+        if time.monotonic() - self._last_drop_log > 10:
+            self._last_drop_log = time.monotonic()
+            log.error("dropped an event: %s (further drops in the next 10 s are only counted)", why)
 
     def _count(self, name: str, amount: int = 1) -> None:
         self._counts[name] = self._counts.get(name, 0) + amount
@@ -335,18 +395,17 @@ class EventDeliverer:
         attributes = model.attributes(event_id=model.new_event_id(),
                                       event_type=model.SUBSCRIBER_TYPE_PREFIX + "disabled",
                                       source=self.settings.source, subject=f"subscribers/{name}")
-        rows: list[tuple[str, str, bytes]] = []
-        counters: dict[str, int] = {}
-        self._route(attributes, {"subscriber": name, "reason": detail}, None, rows, counters)
-        self.outbox.enqueue([row for row in rows if row[1] != name], counters=counters)
+        rows = [row for row in self._route(attributes, {"subscriber": name, "reason": detail}, None)
+                if row[1] != name]
+        self.outbox.enqueue(rows, counters={f"enqueued/{row[1]}": 1 for row in rows})
 
     def _every_second(self) -> None:
         if self.subscribers.refresh():
             for name in [n for n in self._clients if n not in {s.name for s in self.subscribers.current}]:
                 asyncio.get_running_loop().create_task(self._clients.pop(name).close())
-        backlog = self.outbox.backlog()
+        backlog, (undelivered, _) = self.outbox.backlog(), self.outbox.stored_bytes()
         temporary = self.settings.state_dir / f".{BACKLOG_FILE}.{os.getpid()}"
-        temporary.write_text(str(backlog))
+        temporary.write_text(f"{backlog} {undelivered}")
         temporary.replace(self.settings.state_dir / BACKLOG_FILE)
         now = time.monotonic()
         if now - self._last_compaction > 60.0:

@@ -16,6 +16,9 @@ from webhook.yamlsource import parse_documents, validation_problems
 
 log = logging.getLogger("webhook.events")
 DIALECTS = ("exact", "prefix", "suffix", "all", "any", "not")
+# The object (serialised) an event carries at most: real objects are far smaller (etcd stores at most 1.5 MiB),
+# while a review from anyone who reaches the port may carry a 6 MiB one into the outbox for every subscriber.
+DEFAULT_MAX_OBJECT_BYTES = 1024 * 1024
 
 
 class _Model(BaseModel):
@@ -65,6 +68,7 @@ class Subscriber(_Model):
     filters: list[dict[str, Any]] = Field(default_factory=list)
     contentMode: Literal["binary", "structured"] = "binary"
     includeObject: bool = False
+    maxObjectBytes: int = Field(default=DEFAULT_MAX_OBJECT_BYTES, ge=1, le=16 * 1024 * 1024)
     auth: Auth = Field(default_factory=Auth)
     headers: dict[str, str] = Field(default_factory=dict)
     timeoutSeconds: float = Field(default=5.0, gt=0, le=120)

@@ -20,6 +20,7 @@ _COUNTERS = {  # counter-name prefix in the outbox -> (metric, help)
     "retried": ("webhook_events_retried", "Delivery attempts that will be retried, by subscriber."),
     "dead": ("webhook_events_dead_lettered", "Events moved to the dead-letter store, by subscriber."),
     "disabled": ("webhook_subscribers_disabled", "Subscribers disabled after answering 410 Gone."),
+    "evicted": ("webhook_dead_letters_evicted", "Dead letters deleted early to keep the outbox under its byte cap."),
 }
 
 
@@ -38,10 +39,11 @@ class OutboxCollector:
         self.path = path
 
     def describe(self) -> Iterable[Metric]:
-        return list(self._families({}, backlog=0))
+        return list(self._families({}, backlog=0, stored={}))
 
     def collect(self) -> Iterable[Metric]:
         counters: dict[str, int] = {}
+        stored: dict[int, int] = {}
         backlog = 0
         if self.path.exists():
             try:
@@ -50,14 +52,15 @@ class OutboxCollector:
                     counters = dict(connection.execute("SELECT name, value FROM counters").fetchall())
                     backlog = connection.execute(
                         "SELECT count(*) FROM deliveries WHERE state IN ('pending', 'inflight')").fetchone()[0]
+                    stored = dict(connection.execute("SELECT undelivered, total FROM stored_bytes").fetchall())
                 finally:
                     connection.close()
             except sqlite3.Error:
                 pass  # a scrape must not fail because the outbox is busy or not yet created
-        return list(self._families(counters, backlog=backlog))
+        return list(self._families(counters, backlog=backlog, stored=stored))
 
     @staticmethod
-    def _families(counters: dict[str, int], *, backlog: int) -> Iterator[Metric]:
+    def _families(counters: dict[str, int], *, backlog: int, stored: dict[int, int]) -> Iterator[Metric]:
         split = [name.split("/") for name in counters]
         for prefix, (metric, description) in _COUNTERS.items():
             family = CounterMetricFamily(metric, description, labels=["subscriber"])
@@ -68,6 +71,11 @@ class OutboxCollector:
         gauge = GaugeMetricFamily("webhook_outbox_backlog", "Deliveries pending or in flight.")
         gauge.add_metric([], backlog)
         yield gauge
+        stored_bytes = GaugeMetricFamily("webhook_outbox_bytes", "Bytes of the events the outbox keeps "
+                                         "(capped together), undelivered and dead letters.", labels=["state"])
+        stored_bytes.add_metric(["undelivered"], stored.get(1, 0))
+        stored_bytes.add_metric(["dead"], stored.get(0, 0))
+        yield stored_bytes
         histogram = HistogramMetricFamily("webhook_event_delivery_seconds",
                                           "From the decision to the subscriber's 2xx, by subscriber.",
                                           labels=["subscriber"])
