@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import random
 from typing import Any
 
 import pytest
@@ -68,3 +69,63 @@ def test_a_failed_operation_leaves_the_document_as_it_was() -> None:
         apply_operations(original, [{"op": "remove", "path": "/metadata/labels/app"},
                                     {"op": "test", "path": "/metadata/name", "value": "other"}])
     assert original == pristine
+
+
+def _random_document(rng: random.Random, depth: int = 0) -> Any:
+    if depth > 3 or rng.random() < 0.25:
+        return rng.choice([None, 0, 1, "x", "a/b", "t~n", True, 2.5])
+    if rng.random() < 0.5:
+        return [_random_document(rng, depth + 1) for _ in range(rng.randint(0, 3))]
+    return {rng.choice(["a", "b", "c", "a/b", "t~n", "0", ""]): _random_document(rng, depth + 1)
+            for _ in range(rng.randint(0, 3))}
+
+
+def _random_path(rng: random.Random, document: Any) -> str:
+    """Mostly paths that exist (to a point), with odd tokens: -, 01, out-of-range indexes, escapes, ~2."""
+    tokens: list[str] = []
+    node = document
+    while rng.random() < 0.75:
+        if isinstance(node, dict) and node and rng.random() < 0.8:
+            key = rng.choice(list(node))
+            tokens.append(key.replace("~", "~0").replace("/", "~1"))
+            node = node[key]
+        elif isinstance(node, list) and node and rng.random() < 0.8:
+            index = rng.randrange(len(node))
+            tokens.append(str(index))
+            node = node[index]
+        else:
+            tokens.append(rng.choice(["-", "01", "7", "0", "new", "a~1b", "x~2", "", "1e0", "-1"]))
+            node = None
+    return "".join("/" + token for token in tokens)
+
+
+def test_operations_apply_as_jsonpatch_applies_them() -> None:
+    """The operations applied in place (add, replace, remove) give what jsonpatch (the reference) gives for the
+    same operation after the added parents, or both refuse; 3,000 seeded random operations on random documents."""
+    import jsonpatch
+
+    from webhook.patches import _parent_additions
+
+    rng = random.Random(20261202)
+    outcomes = {"applied": 0, "refused": 0}
+    for _ in range(3000):
+        doc = {"root": _random_document(rng)}
+        op = rng.choice(["add", "add", "replace", "remove"])
+        operation: dict[str, Any] = {"op": op, "path": _random_path(rng, doc)}
+        if op != "remove":
+            operation["value"] = _random_document(rng, 2)
+        original = copy.deepcopy(doc)
+        expected: Any
+        try:
+            expected = jsonpatch.apply_patch(copy.deepcopy(doc), [
+                *(_parent_additions(doc, operation["path"]) if op == "add" else []), operation])
+        except Exception:  # jsonpatch refuses in several ways
+            expected = "refused"
+        try:
+            actual: Any = apply_operations(doc, [operation])[0]
+        except PatchError:
+            actual = "refused"
+        assert actual == expected, (doc, operation)
+        assert doc == original  # the caller's document is never changed
+        outcomes["refused" if actual == "refused" else "applied"] += 1
+    assert min(outcomes.values()) > 300, outcomes
