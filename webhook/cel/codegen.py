@@ -22,12 +22,11 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from webhook.cel import stdlib
+from webhook.cel.codegen_operators import BOOL, INLINE, typed_call
 from webhook.cel.comprehensions import CostLimitExceeded, Shape, classify, comprehension_range, is_two_variable_call
-from webhook.cel.functions import Overload
 from webhook.cel.nodes import constant, constant_list, dispatcher
 from webhook.cel.proto import checked_pb2, syntax_pb2
 from webhook.cel.values import CelError, NoSuchOverload, Optional, UInt
@@ -37,10 +36,6 @@ if TYPE_CHECKING:
 
 FastPath = Callable[[Mapping[str, Any], int], tuple[Any, int]]
 
-# The primitive types the checker can prove (checked.proto Type.PrimitiveType).
-_BOOL, _INT, _STRING, _BYTES = 1, 2, 5, 6
-_COMPARISONS = {"_<_": "<", "_<=_": "<=", "_>_": ">", "_>=_": ">="}
-_STRING_METHODS = {"startsWith": "startswith", "endsWith": "endswith", "contains": ""}
 
 
 _SERIAL = itertools.count(1)
@@ -97,7 +92,7 @@ def _module(parts: Sequence[tuple[Planner, syntax_pb2.Expr, int]], slots: Mappin
     arguments = "b, V, L" if slots else "b, L"
     try:
         for index, (planner, expr, static_cost) in enumerate(parts):
-            generator = _Generator(planner, namespace, constants, slots)
+            generator = Generator(planner, namespace, constants, slots)
             result = generator.expression(expr)
             generator.emit(f"return {result}, c")
             sources.append("\n".join([f"def f{index}({arguments}):", f"    c = {static_cost}", *generator.lines]))
@@ -112,7 +107,7 @@ def _module(parts: Sequence[tuple[Planner, syntax_pb2.Expr, int]], slots: Mappin
     return functions
 
 
-class _Generator:
+class Generator:
     def __init__(self, planner: Planner, namespace: dict[str, Any], constants: dict[tuple[type, str], str],
                  slots: Mapping[str, int]) -> None:
         self.planner = planner
@@ -279,8 +274,8 @@ class _Generator:
             if fallback is not None and not any(kind is not None and (dict in kind or list in kind)
                                                 for overload in overloads for kind in overload.kinds):
                 call_any = self.function(fallback)  # no overload takes a subclass: the type tests decide alone
-            return self.typed_call(overloads, args, f"{call_any}({', '.join(args)})")
-        inline = _INLINE.get(function)
+            return typed_call(self, overloads, args, f"{call_any}({', '.join(args)})")
+        inline = INLINE.get(function)
         if inline is not None and len(raw) == inline[1]:
             found = inline[0](self, raw)
             if found is not None:
@@ -290,25 +285,12 @@ class _Generator:
         args = [self.hold(self.expression(arg)) for arg in raw]
         return f"{self.function(implementation)}({', '.join(args)})"
 
-    def typed_call(self, overloads: Sequence[Overload], args: Sequence[str], otherwise: str) -> str:
-        """The overload whose parameter types the arguments have, chosen inline by exact type tests (the values
-        of a JSON object are never subclasses); `otherwise` (the dispatcher) for anything else."""
-        if len(overloads) > 3:
-            return otherwise
-        code = otherwise
-        for overload in reversed(overloads):
-            tests = [f"type({arg}) in {self.value(kind)}" if len(kind) > 1 else f"type({arg}) is {self.value(kind[0])}"
-                     for arg, kind in zip(args, overload.kinds, strict=True) if kind is not None]
-            call = f"{self.function(overload.impl)}({', '.join(args)})"
-            code = f"({call} if {' and '.join(tests)} else {code})" if tests else call
-        return code
-
     # --- logic ------------------------------------------------------------------------------------------
 
     def boolean(self, expr: syntax_pb2.Expr) -> str:
         """A local holding the value of `expr`, checked to be a bool (else the closures decide)."""
         code = self.expression(expr)
-        if self.primitive(expr) == _BOOL:
+        if self.primitive(expr) == BOOL:
             return self.hold(code, literals=False)
         held = self.hold(code, literals=False)
         self.emit(f"if {held} is not True and {held} is not False: raise _Fallback")
@@ -349,83 +331,6 @@ class _Generator:
                 self.emit(f"if type({second}) is not {self.value(Optional)}: raise _Fallback")
             self.emit(f"{result} = {second}")
         return result
-
-    # --- operators with an inline form when the types allow ---------------------------------------------
-
-    def equality(self, raw: Sequence[syntax_pb2.Expr], negated: bool) -> str | None:
-        operator = "!=" if negated else "=="
-        for side in (0, 1):
-            other = raw[1 - side]
-            if raw[side].WhichOneof("expr_kind") == "const_expr":
-                value = constant(raw[side].const_expr)
-                if type(value) is str:  # a string equals only an equal string, as in CEL
-                    return f"({self.expression(other)} {operator} {value!r})"
-                if value is None:
-                    return f"({self.hold(self.expression(other), literals=False)} is {'not ' if negated else ''}None)"
-        types = {self.primitive(raw[0]), self.primitive(raw[1])}
-        if len(types) == 1 and types & {_STRING, _INT, _BOOL}:
-            left, right = self.hold(self.expression(raw[0])), self.hold(self.expression(raw[1]))
-            return f"({left} {operator} {right})"
-        return None
-
-    def comparison(self, raw: Sequence[syntax_pb2.Expr], function: str) -> str | None:
-        types = {self.primitive(raw[0]), self.primitive(raw[1])}
-        if len(types) == 1 and types & {_STRING, _INT}:  # not doubles: ordering a NaN is an error in cel-go
-            left, right = self.hold(self.expression(raw[0])), self.hold(self.expression(raw[1]))
-            return f"({left} {_COMPARISONS[function]} {right})"
-        return None
-
-    def concatenation(self, raw: Sequence[syntax_pb2.Expr]) -> str | None:
-        if self.primitive(raw[0]) == self.primitive(raw[1]) == _STRING or \
-                self.kind(raw[0]) == self.kind(raw[1]) == "list_type":
-            left, right = self.hold(self.expression(raw[0])), self.hold(self.expression(raw[1]))
-            return f"({left} + {right})"
-        return None
-
-    def size(self, raw: Sequence[syntax_pb2.Expr]) -> str:
-        value = self.hold(self.expression(raw[0]))
-        if self.primitive(raw[0]) in (_STRING, _BYTES) or self.kind(raw[0]) in ("list_type", "map_type"):
-            return f"len({value})"
-        return f"(len({value}) if type({value}) is _list or type({value}) is _dict or type({value}) is _str " \
-               f"else {self.function(stdlib.size)}({value}))"
-
-    def membership(self, raw: Sequence[syntax_pb2.Expr]) -> str:
-        item_expr, container_expr = raw
-        constants = constant_list(container_expr.list_expr) if \
-            container_expr.WhichOneof("expr_kind") == "list_expr" else None
-        if constants and all(type(value) is str for value in constants):
-            item = self.hold(self.expression(item_expr))
-            members = self.value(frozenset(constants))
-            return f"({item} in {members} if type({item}) is _str else " \
-                   f"{self.function(stdlib.contained_in)}({item}, {self.value(constants)}))"
-        if self.primitive(item_expr) == _STRING or (item_expr.WhichOneof("expr_kind") == "const_expr" and
-                                                    item_expr.const_expr.WhichOneof("constant_kind") ==
-                                                    "string_value"):
-            item = self.hold(self.expression(item_expr))
-            container = self.hold(self.expression(container_expr))
-            # a string is in a list only as an equal string, and is a map's key only as itself
-            return f"({item} in {container} if type({container}) is _dict or type({container}) is _list else " \
-                   f"{self.function(stdlib.contained_in)}({item}, {container}))"
-        item = self.hold(self.expression(item_expr))
-        container = self.hold(self.expression(container_expr))
-        return f"({item} in {container} if type({item}) is _str and (type({container}) is _dict or " \
-               f"type({container}) is _list) else {self.function(stdlib.contained_in)}({item}, {container}))"
-
-    def index(self, raw: Sequence[syntax_pb2.Expr]) -> str | None:
-        key = raw[1]
-        if key.WhichOneof("expr_kind") == "const_expr" and key.const_expr.WhichOneof("constant_kind") == \
-                "string_value":
-            return f"{self.hold(self.expression(raw[0]))}[{key.const_expr.string_value!r}]"
-        return None
-
-    def string_test(self, raw: Sequence[syntax_pb2.Expr], function: str) -> str:
-        text, part = self.hold(self.expression(raw[0])), self.hold(self.expression(raw[1]))
-        plain = f"({part} in {text})" if function == "contains" else f"{text}.{_STRING_METHODS[function]}({part})"
-        tests = [f"type({value}) is _str" for value, expr in ((text, raw[0]), (part, raw[1]))
-                 if self.primitive(expr) != _STRING]
-        if not tests:
-            return plain
-        return f"({plain} if {' and '.join(tests)} else {self.function(stdlib.STANDARD[function])}({text}, {part}))"
 
     # --- literals ---------------------------------------------------------------------------------------
 
@@ -487,7 +392,7 @@ def _is_literal(code: str) -> bool:
         code.lstrip("-").isdigit()
 
 
-def _loop_body(generator: _Generator, shape: Shape, result: str) -> None:
+def _loop_body(generator: Generator, shape: Shape, result: str) -> None:
     """One iteration of a macro's loop, adding to (or deciding) `result`."""
     if shape.kind in ("all", "exists") and shape.predicate is not None:
         deciding = shape.kind == "exists"
@@ -507,27 +412,15 @@ def _loop_body(generator: _Generator, shape: Shape, result: str) -> None:
         raise Unsupported(shape.kind)
 
 
-_SPECIAL: dict[str, tuple[Callable[[_Generator, Sequence[syntax_pb2.Expr]], str], int]] = {
+_SPECIAL: dict[str, tuple[Callable[[Generator, Sequence[syntax_pb2.Expr]], str], int]] = {
     "_&&_": (lambda generator, raw: generator.logical(raw, absorbing=False), 2),
     "_||_": (lambda generator, raw: generator.logical(raw, absorbing=True), 2),
-    "_?_:_": (_Generator.conditional, 3),
-    "!_": (_Generator.negation, 1),
+    "_?_:_": (Generator.conditional, 3),
+    "!_": (Generator.negation, 1),
     "or": (lambda generator, raw: generator.optional_or(raw, unwrap=False), 2),
     "orValue": (lambda generator, raw: generator.optional_or(raw, unwrap=True), 2),
     "dyn": (lambda generator, raw: generator.expression(raw[0]), 1),
 }
 
-_INLINE: dict[str, tuple[Callable[[_Generator, Sequence[syntax_pb2.Expr]], str | None], int]] = {
-    "_==_": (lambda generator, raw: generator.equality(raw, negated=False), 2),
-    "_!=_": (lambda generator, raw: generator.equality(raw, negated=True), 2),
-    **{name: (partial(_Generator.comparison, function=name), 2)
-       for name in _COMPARISONS},
-    "_+_": (_Generator.concatenation, 2),
-    "size": (_Generator.size, 1),
-    "@in": (_Generator.membership, 2),
-    "_[_]": (_Generator.index, 2),
-    **{name: (partial(_Generator.string_test, function=name), 2)
-       for name in _STRING_METHODS},
-}
 
 __all__ = ["FALLBACKS", "UNSET", "FastPath", "LinkedPath", "NoSuchOverload", "UInt", "generate", "generate_linked"]

@@ -8,7 +8,7 @@ per-expression cost limit.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from webhook.cel.codegen import UNSET, generate_linked
 from webhook.cel.environment import PER_CALL_LIMIT, Environment, Program
@@ -24,9 +24,6 @@ from webhook.policies.cel import (
     shorten,
 )
 from webhook.policies.scope import PolicyScope
-
-if TYPE_CHECKING:
-    from webhook.policies.compiled import CompiledPolicy
 
 RUNTIME_BUDGET = 10_000_000  # Kubernetes' RuntimeCELCostBudget: one policy's evaluation, all expressions
 OUT_OF_BUDGET = "validation failed due to running out of cost budget, no further validation rules will be run"
@@ -75,8 +72,8 @@ class _BuiltinProgram:
         return value
 
 
-def link_validations(policy: CompiledPolicy) -> Callable[[dict[str, Any]], bool] | None:
-    """A policy's validate phase as one fast path, for the common case: `fast(bindings)` (bindings with
+def link_validations(policy: Any) -> Callable[[dict[str, Any]], bool] | None:
+    """A CompiledPolicy's validate phase as one fast path, for the common case: `fast(bindings)` (bindings with
     `params`) is True when the policy's result is clean (a matchCondition false, or every validation true, within
     the cost limits); False, or a raised FALLBACKS or CostLimitExceeded, when the policy must run as usual (a
     violation has messages to evaluate, an error may be absorbed, a fault must be worded). The variables are
@@ -156,7 +153,7 @@ class BuiltinEngine:
     def prepare(self, value: Any) -> Any:
         return value
 
-    def link(self, policy: CompiledPolicy) -> Callable[[dict[str, Any]], bool] | None:
+    def link(self, policy: Any) -> Callable[[dict[str, Any]], bool] | None:
         return link_validations(policy)
 
     def activation(self, bindings: Mapping[str, Any]) -> Any:
