@@ -85,7 +85,7 @@ def link_validations(policy: Any) -> Callable[[dict[str, Any]], bool] | None:
         [program for _, program in policy.match_conditions] + [check.program for check in policy.validations]
     if not all(isinstance(program, _BuiltinProgram) and program.program.parts is not None for program in programs):
         return None
-    linked = generate_linked([program.program.parts for program in programs],  # type: ignore[attr-defined]
+    linked = generate_linked([program.program.parts for program in programs],
                              [variable.name for variable in policy.variables])
     if linked is None:
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import weakref
 from collections.abc import Mapping, Sequence
@@ -209,6 +210,7 @@ class Evaluator:
         self._shared: tuple[int, Any] | None = None
         self._resolutions: dict[int, Resolution] = {}
         self.completed: list[PolicyResult] = []  # in order; what survives a deadline that cuts evaluation short
+        self._python_request: authoring.AdmissionRequest | None = None
 
     def base_bindings(self, obj: Any) -> dict[str, Any]:
         """The request-level bindings, prepared once per version of the object."""
@@ -426,19 +428,25 @@ class Evaluator:
     # --- Python policies -----------------------------------------------------------------------------
 
     def python_request(self, obj: Any, params: Any) -> authoring.AdmissionRequest:
-        context, request = self.context, self.context.request
-        kind = request.get("kind") or {}
-        resource = request.get("resource") or {}
-        return authoring.AdmissionRequest(
-            uid=context.uid, operation=context.key.operation,
-            kind=authoring.GroupVersionKind(kind.get("group", ""), kind.get("version", ""), kind.get("kind", "")),
-            resource=authoring.GroupVersionResource(resource.get("group", ""), resource.get("version", ""),
-                                                    resource.get("resource", "")),
-            sub_resource=context.key.sub_resource, name=context.name, namespace=context.namespace,
-            object=obj, old_object=context.old_object, user_info=context.user_info, dry_run=context.dry_run,
-            params=params, namespace_object=context.namespace_object, options=request.get("options"),
-            now=context.now or datetime.datetime.now(datetime.UTC), cluster=context.cluster,
-        )
+        if self._python_request is None:  # what every Python policy of this request sees alike, made once
+            context, request = self.context, self.context.request
+            kind = request.get("kind") or {}
+            resource = request.get("resource") or {}
+            self._python_request = authoring.AdmissionRequest(
+                uid=context.uid, operation=context.key.operation,
+                kind=authoring.GroupVersionKind(kind.get("group", ""), kind.get("version", ""),
+                                                kind.get("kind", "")),
+                resource=authoring.GroupVersionResource(resource.get("group", ""), resource.get("version", ""),
+                                                        resource.get("resource", "")),
+                sub_resource=context.key.sub_resource, name=context.name, namespace=context.namespace,
+                object=obj, old_object=context.old_object, user_info=context.user_info, dry_run=context.dry_run,
+                params=params, namespace_object=context.namespace_object, options=request.get("options"),
+                now=context.now or datetime.datetime.now(datetime.UTC), cluster=context.cluster,
+            )
+        shared = self._python_request
+        if shared.object is obj and shared.params is params:
+            return shared
+        return dataclasses.replace(shared, object=obj, params=params)
 
     def _run_python(self, policy: CompiledPolicy, obj: Any, result: PolicyResult, *, phase: Phase) -> Any:
         assert policy.python_function is not None
