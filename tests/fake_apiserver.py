@@ -11,6 +11,11 @@ serialisation are the real ones. Objects live in dicts with one resourceVersion 
   with a 410 Status to open watches and refuses watches from older versions (a compaction); `fail(500)`
   answers the core API with an error; `go_down()`/`come_back()` close the port (connections refused) and open
   it again on the same port.
+- Lists and watches of a namespace (`/api/v1/namespaces/NS/configmaps`), and `fieldSelector`
+  (`metadata.name`, `metadata.namespace`; `=`, `==`, `!=`) and `labelSelector` (`=`, `==`, `!=`, `in`,
+  `notin`, `key`, `!key`) on both, as the API server: a filtered watch sends ADDED when an object comes to
+  match, DELETED when it stops matching, and nothing for objects that match neither before nor after.
+  `core_requests()` tells what was listed and watched, with which selectors.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import json
+import re
 import socket
 import threading
 import time
@@ -41,7 +47,8 @@ class FakeAPIServer:
         self.refuse_with: int | None = None  # answer every request with this status
         self.core_status: int | None = None  # answer the core API with this status (see fail)
         self._version = 0
-        self._log: list[tuple[int, str, str, dict[str, Any]]] = []  # (version, collection, type, object)
+        # (version, collection, type, object, the object before: for filtered watches)
+        self._log: list[tuple[int, str, str, dict[str, Any], dict[str, Any] | None]] = []
         self._compacted = 0  # watches from an older resourceVersion get 410 Gone
         self._expirations = 0  # open watches get 410 Gone when this changes
         self._epoch = 0  # bumped to end every open watch (expire, fail, go_down)
@@ -102,21 +109,29 @@ class FakeAPIServer:
                 self._answer(status, answer)
 
             def _core(self, collection: str, query: dict[str, list[str]]) -> None:
+                parts = collection.split("/")
+                if len(parts) == 3 and parts[0] == "namespaces" and parts[2] in CORE_KINDS:  # one namespace's
+                    collection, query = parts[2], {**query, "namespace": [parts[1]]}
+                try:
+                    matches = _selection(query)
+                except ValueError as error:
+                    self._answer(400, _status(400, "BadRequest", str(error)))
+                    return
                 if collection not in CORE_KINDS:
                     self._answer(404, _status(404, "NotFound", self.path))
                 elif fake.core_status is not None:
                     code = fake.core_status
                     self._answer(code, _status(code, "InternalError", "the fake API server is failing"))
                 elif query.get("watch", ["false"])[0] in ("true", "1"):
-                    self._watch(collection, query)
+                    self._watch(collection, query, matches)
                 else:
-                    self._answer(*fake.list(collection, query))
+                    self._answer(*fake.list(collection, query, matches=matches))
 
             def _chunk(self, data: bytes) -> None:
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
                 self.wfile.flush()
 
-            def _watch(self, collection: str, query: dict[str, list[str]]) -> None:
+            def _watch(self, collection: str, query: dict[str, list[str]], matches: Any) -> None:
                 since = int(query.get("resourceVersion", ["0"])[0] or 0)
                 timeout = float(query.get("timeoutSeconds", ["1800"])[0])
                 bookmarks = query.get("allowWatchBookmarks", ["false"])[0] == "true"
@@ -125,7 +140,8 @@ class FakeAPIServer:
                 self.send_header("transfer-encoding", "chunked")
                 self.end_headers()
                 try:
-                    for event in fake.events(collection, since, timeout=timeout, bookmarks=bookmarks):
+                    for event in fake.events(collection, since, timeout=timeout, bookmarks=bookmarks,
+                                             matches=matches):
                         self._chunk(json.dumps(event).encode() + b"\n")
                     self.wfile.write(b"0\r\n\r\n")
                 except OSError:
@@ -175,9 +191,10 @@ class FakeAPIServer:
             stored = {"apiVersion": "v1", "kind": kind, **obj,
                       "metadata": {"uid": f"uid-{collection}-{key[0]}-{key[1]}", **metadata,
                                    "resourceVersion": str(self._version)}}
-            event = "MODIFIED" if key in self.core[collection] else "ADDED"
+            before = self.core[collection].get(key)
+            event = "MODIFIED" if before is not None else "ADDED"
             self.core[collection][key] = stored
-            self._log.append((self._version, collection, event, stored))
+            self._log.append((self._version, collection, event, stored, before))
             self._changed.notify_all()
             return stored
 
@@ -186,13 +203,13 @@ class FakeAPIServer:
             gone = self.core[collection].pop((namespace, name))
             self._version += 1
             final = {**gone, "metadata": {**gone["metadata"], "resourceVersion": str(self._version)}}
-            self._log.append((self._version, collection, "DELETED", final))
+            self._log.append((self._version, collection, "DELETED", final, gone))
             self._changed.notify_all()
 
     def bookmark(self) -> None:
         """A BOOKMARK with the current resourceVersion to the watches that asked for bookmarks."""
         with self._changed:
-            self._log.append((self._version, "*", "BOOKMARK", {}))
+            self._log.append((self._version, "*", "BOOKMARK", {}, None))
             self._changed.notify_all()
 
     def end_watches(self) -> None:
@@ -232,12 +249,13 @@ class FakeAPIServer:
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler)
         self._start()
 
-    def list(self, collection: str, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
+    def list(self, collection: str, query: dict[str, list[str]], *, matches: Any = None) -> tuple[int, dict[str, Any]]:
         limit = int(query.get("limit", ["0"])[0] or 0)
         token = query.get("continue", [""])[0]
         with self._lock:
             offset, version = (int(part) for part in token.split(":")) if token else (0, self._version)
-            items = [self.core[collection][key] for key in sorted(self.core[collection])]
+            items = [self.core[collection][key] for key in sorted(self.core[collection])
+                     if (matches or _everything)(self.core[collection][key])]
         page = items[offset:offset + limit] if limit else items[offset:]
         metadata: dict[str, Any] = {"resourceVersion": str(version)}
         if limit and offset + limit < len(items):
@@ -250,8 +268,25 @@ class FakeAPIServer:
         return sum(1 for method, path, _ in self.requests
                    if method == "GET" and urlsplit(path).path == CORE + collection and "watch=true" not in path)
 
-    def events(self, collection: str, since: int, *, timeout: float, bookmarks: bool) -> Any:
-        """The watch events of `collection` after version `since`, until the timeout or the watch is ended."""
+    def core_requests(self, collection: str) -> list[dict[str, str]]:
+        """The lists and watches of `collection` asked for, in order: `watch` ("true" or ""), `namespace` (""
+        across namespaces), `fieldSelector` and `labelSelector` ("" when not given)."""
+        found = []
+        for method, path, _ in self.requests:
+            url = urlsplit(path)
+            parts = url.path.removeprefix(CORE).split("/")
+            if method != "GET" or not url.path.startswith(CORE) or parts[-1] != collection or len(parts) not in (1, 3):
+                continue
+            query = parse_qs(url.query)
+            found.append({"watch": "true" if query.get("watch", [""])[0] in ("true", "1") else "",
+                          "namespace": parts[1] if len(parts) == 3 else "",
+                          **{key: query.get(key, [""])[0] for key in ("fieldSelector", "labelSelector")}})
+        return found
+
+    def events(self, collection: str, since: int, *, timeout: float, bookmarks: bool,
+               matches: Any = None) -> Any:
+        """The watch events of `collection` after version `since`, until the timeout or the watch is ended;
+        with `matches` (a filter), only those of the objects it selects (before or after the change)."""
         deadline = time.monotonic() + timeout
         with self._lock:
             epoch, expirations = self._epoch, self._expirations
@@ -261,7 +296,8 @@ class FakeAPIServer:
             cursor = bisect.bisect_right([entry[0] for entry in self._log], since)
             self._watching[collection] += 1
         try:
-            yield from self._follow(collection, since, cursor, (epoch, expirations), deadline, bookmarks)
+            yield from self._follow(collection, since, cursor, (epoch, expirations), deadline, bookmarks,
+                                    matches or _everything)
         finally:
             with self._lock:
                 self._watching[collection] -= 1
@@ -272,7 +308,7 @@ class FakeAPIServer:
             return all(self._watching[collection] > 0 for collection in collections)
 
     def _follow(self, collection: str, since: int, cursor: int, epochs: tuple[int, int], deadline: float,
-                bookmarks: bool) -> Any:
+                bookmarks: bool, matches: Any) -> Any:
         epoch, expirations = epochs
         while True:
             with self._changed:
@@ -282,13 +318,15 @@ class FakeAPIServer:
                 cursor = len(self._log)
                 ended = self._epoch != epoch
                 expired = self._expirations != expirations
-            for version, where, kind, obj in pending:
+            for version, where, kind, obj, before in pending:
                 if kind == "BOOKMARK" and bookmarks:
                     yield {"type": "BOOKMARK", "object": {"kind": CORE_KINDS[collection], "apiVersion": "v1",
                                                           "metadata": {"resourceVersion": str(version)}}}
                 elif where == collection:
                     since = version
-                    yield {"type": kind, "object": obj}
+                    now, then = matches(obj) and kind != "DELETED", before is not None and matches(before)
+                    if now or then:  # as the API server: an object that comes to match is ADDED, one that leaves
+                        yield {"type": kind if now == then else ("ADDED" if now else "DELETED"), "object": obj}
             if expired:
                 yield _gone(since)
             if ended or time.monotonic() >= deadline:
@@ -305,6 +343,59 @@ class FakeAPIServer:
 
     def close(self) -> None:
         self.go_down()
+
+
+def _everything(obj: dict[str, Any]) -> bool:
+    return True
+
+
+_REQUIREMENT = re.compile(r"^\s*(?:(?P<not>!)\s*(?P<absent>[^\s!=(),]+)|(?P<key>[^\s!=(),]+)\s*(?:(?P<op>==|=|!=)"
+                          r"\s*(?P<value>[^\s!=(),]*)|\s+(?P<set>in|notin)\s*\((?P<values>[^()]*)\))?)\s*$")
+
+
+def _selection(query: dict[str, list[str]]) -> Any:
+    """A filter for `namespace`, `fieldSelector` and `labelSelector`; ValueError for what the API refuses."""
+    tests = []
+    if namespace := query.get("namespace", [""])[0]:
+        tests.append(_field_test("metadata.namespace", "=", namespace))
+    for term in filter(None, query.get("fieldSelector", [""])[0].split(",")):
+        found = re.fullmatch(r"([^!=]+)(==|=|!=)(.*)", term)
+        if found is None:
+            raise ValueError(f"invalid field selector: {term!r}")
+        tests.append(_field_test(*found.groups()))
+    for term in re.split(r",(?![^()]*\))", query.get("labelSelector", [""])[0]):
+        if term.strip():
+            found = _REQUIREMENT.match(term)
+            if found is None:
+                raise ValueError(f"unable to parse requirement: {term!r}")
+            tests.append(_label_test(found))
+    return lambda obj: all(test(obj) for test in tests)
+
+
+def _field_test(field: str, operator: str, value: str) -> Any:
+    if field not in ("metadata.name", "metadata.namespace"):
+        raise ValueError(f"field label not supported: {field}")
+    name = field.removeprefix("metadata.")
+    return lambda obj: (obj["metadata"].get(name, "") == value) == (operator != "!=")
+
+
+def _label_test(found: re.Match[str]) -> Any:
+    def labels(obj: dict[str, Any]) -> dict[str, str]:
+        return obj["metadata"].get("labels") or {}
+
+    if found["absent"]:
+        return lambda obj: found["absent"] not in labels(obj)
+    key = found["key"]
+    if found["op"] == "!=":  # as NotIn: objects without the label match too
+        return lambda obj: labels(obj).get(key) != found["value"]
+    if found["op"]:
+        return lambda obj: labels(obj).get(key) == found["value"]
+    if found["set"]:
+        values = {value.strip() for value in found["values"].split(",")}
+        if found["set"] == "in":
+            return lambda obj: labels(obj).get(key) in values
+        return lambda obj: labels(obj).get(key) not in values
+    return lambda obj: key in labels(obj)
 
 
 def _gone(version: int) -> dict[str, Any]:

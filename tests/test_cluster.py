@@ -20,9 +20,12 @@ import pytest
 from tests.fake_apiserver import FakeAPIServer
 from tests.helpers import DATA, ServerProcess, client_context, pod, review, wait_for
 from webhook.cli import main
-from webhook.cluster import LiveClusterState, _backoff, _Reflector, _trim_pod, api_client_for
+from webhook.cluster import LiveClusterState, _trim_pod, api_client_for
 from webhook.config import Settings
 from webhook.metrics import Metrics
+from webhook.policies.cel import make_engine
+from webhook.policies.loader import load_policy_set
+from webhook.reflector import Reflector, backoff
 from webhook.state import ClusterUnavailable
 
 CLUSTER_POLICIES = DATA / "cluster"
@@ -187,7 +190,7 @@ def test_replicas_share_what_is_equal_and_the_cache_stays_small(api: FakeAPIServ
     pods = [orjson.dumps(running_pod(f"web-{index}", f"team-{index % 10}", cpu=f"{index % 20}m",
                                      labels={"app": f"app-{index % 20}", "pod-template-hash": "5d8f7c9b6"}))
             for index in range(2000)]
-    cache = _Reflector(state, "pods", "Pod", lambda **_: None, _trim_pod)
+    cache = Reflector(state, "pods", "Pod", lambda **_: None, _trim_pod)
     gc.collect()
     tracemalloc.start()
     try:
@@ -308,10 +311,10 @@ def test_server_errors_are_retried_and_reported(api: FakeAPIServer, live: Callab
 def test_backoff_grows_with_jitter_up_to_the_cap() -> None:
     for attempt in range(12):
         delay = min(30.0, 0.5 * 2 ** attempt)
-        samples = [_backoff(attempt, 0.5, 30.0) for _ in range(50)]
+        samples = [backoff(attempt, 0.5, 30.0) for _ in range(50)]
         assert all(delay / 2 <= sample <= delay for sample in samples)
         assert len(set(samples)) > 1  # jittered
-    assert _backoff(10_000, 0.5, 30.0) <= 30.0
+    assert backoff(10_000, 0.5, 30.0) <= 30.0
 
 
 def test_pods_past_the_cap_make_their_namespace_unavailable(api: FakeAPIServer,
@@ -340,7 +343,9 @@ def test_pods_past_the_cap_make_their_namespace_unavailable(api: FakeAPIServer,
 
 
 def test_stop_ends_the_threads(api: FakeAPIServer, live: Callable[..., LiveClusterState]) -> None:
-    state = synced(live(config_maps=True), api, "configmaps")
+    state = live(config_maps=True)
+    state.follow(load_policy_set(CLUSTER_POLICIES, engine=make_engine("builtin")))  # one paramRef: one watch
+    synced(state, api, "configmaps")
     other = live()
     api.fail(500)
     other.start()  # one state in its backoff wait, one with open watches... then the API fails

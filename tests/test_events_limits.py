@@ -1,9 +1,9 @@
 """The event outbox is bounded in bytes (issue 15, finding 4): objects in events are capped per subscriber
 (`maxObjectBytes`, `objectOmitted` says why), and the outbox's stored events by `max_outbox_bytes`.
 
-Real servers over TLS, real subscribers on loopback, real SQLite files and spools; the byte cap's tests run the
-recorder and the deliverer of webhook/events/service.py themselves (as a serving process and `webhook deliver`
-do), because `--outbox-max-bytes` is not a `webhook serve` flag yet.
+Real servers over TLS, real subscribers on loopback, real SQLite files and spools; most of the byte cap's tests
+run the recorder and the deliverer of webhook/events/service.py themselves (as a serving process and
+`webhook deliver` do), with caps below the smallest that `webhook serve --outbox-max-mb` takes (1 MiB).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import orjson
 import pytest
 import yaml
 
-from tests.helpers import TEST_POLICIES, RunningServer, pod, review, running_server, wait_for
+from tests.helpers import TEST_POLICIES, RunningServer, ServerProcess, pod, review, running_server, wait_for
 from tests.receivers import Answer, Receiver, healthy, refused_url
 from webhook.cli import main
 from webhook.config import Settings
@@ -228,6 +228,34 @@ def test_past_the_byte_cap_new_events_are_dropped_and_counted_as_for_rows(
     out = capsys.readouterr().out
     assert f"dropped: {totals['dropped_full']} (outbox full)" in out
     assert f"backlog: {totals['enqueued/down']} undelivered" in out
+
+
+def test_serve_outbox_max_mb_caps_the_outbox(server_processes: Callable[..., ServerProcess], tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """`webhook serve --outbox-max-mb 1` reaches the serving process and its `webhook deliver`: with the
+    subscriber down, one event with a 600 KiB object fits and the next three do not (512 MiB would keep them)."""
+    subscribers = _subscribers_file(tmp_path, [{"name": "down", "sink": refused_url(), "filters": ADMISSION,
+                                                "includeObject": True, "retry": NEVER_SOON}])
+    server = server_processes("--policies", str(TEST_POLICIES), "--subscribers", str(subscribers),
+                              "--outbox-max-mb", "1")
+    server.wait_ready()
+    with server.client() as client:
+        for index in range(4):
+            reply = client.post("/validate", json=review(padded_pod(f"p{index}", 600 * 1024)))
+            assert reply.json()["response"]["allowed"] is True
+    state = tmp_path / "state"
+
+    def totals() -> dict[str, int]:
+        box = Outbox(state / "outbox.db")
+        try:
+            return box.counters()
+        finally:
+            box.close()
+    wait_for(lambda: totals().get("enqueued/down", 0) + totals().get("dropped_full", 0) == 4,
+             what="every event enqueued or counted as dropped")
+    assert totals()["enqueued/down"] == 1
+    assert main(["events", "--state-dir", str(state), "status"]) == 0
+    assert "dropped: 3 (outbox full)" in capsys.readouterr().out
 
 
 def test_several_serving_processes_together_stay_within_the_byte_cap(tmp_path: Path) -> None:

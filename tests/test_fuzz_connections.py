@@ -131,7 +131,7 @@ def test_connections_that_never_complete_a_request_are_closed(server: ServerProc
     """Was a bug (fixed): a connection that never completes a request is held open forever, so a slow-loris
     client can hold as many connections (file descriptors, memory, up to 6 MiB of buffered body each) as it likes.
 
-    uvicorn arms its keep-alive timeout (`timeout_keep_alive`, 5 s by default, not set by webhook/cli.py:255-262)
+    uvicorn arms its keep-alive timeout (`timeout_keep_alive`, 5 s by default, not set by webhook/cli.py `_run_uvicorn`)
     only after a response has completed (uvicorn/protocols/http/httptools_impl.py `on_response_complete`); it has
     no timeout for reading request headers or a body, and asyncio's TLS handshake timeout (60 s) ends with the
     handshake. So after the handshake: an idle connection, one that sends its headers a byte at a time, and one

@@ -12,8 +12,11 @@ PACKAGE = Path(webhook.__file__).parent
 # A module may import only modules of its own layer or lower ones.
 LAYERS = [
     {"webhook.cli", "webhook.__main__"},
+    {"webhook.cli_parser"},
     {"webhook.server"},
-    {"webhook.serving", "webhook.certtool", "webhook.registration", "webhook.testing", "webhook.cluster"},
+    {"webhook.serving", "webhook.connections", "webhook.memory", "webhook.certtool", "webhook.registration",
+     "webhook.testing", "webhook.cluster"},
+    {"webhook.reflector"},
     {"webhook.admission"},
     {"webhook.events.service"},
     {"webhook.events.delivery"},
@@ -34,7 +37,8 @@ LAYERS = [
     # The CEL engine (webhook/cel): front end and planner, then the libraries, then values; the Kubernetes library
     # (webhook.cel.kubernetes.*) below the libraries that build on it.
     {"webhook.cel.environment"},
-    {"webhook.cel.compiler", "webhook.cel.comprehensions", "webhook.cel.validators"},
+    {"webhook.cel.compiler", "webhook.cel.comprehensions", "webhook.cel.validators", "webhook.cel.codegen",
+     "webhook.cel.codegen_operators"},
     {"webhook.cel.nodes", "webhook.cel.stdlib", "webhook.cel.ext_strings", "webhook.cel.ext_math",
      "webhook.cel.ext_encoders"},
     {"webhook.cel.kubernetes"},

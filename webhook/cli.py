@@ -1,4 +1,4 @@
-"""`webhook serve | lint`: the command line."""
+"""The `webhook` command line: what each subcommand does (its flags are in `webhook.cli_parser`)."""
 
 from __future__ import annotations
 
@@ -14,191 +14,20 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from webhook.certs import KEY_ALGORITHMS
-from webhook.config import DEFAULT_MAX_BODY_BYTES, Settings
+from webhook.cli_parser import build_parser
+from webhook.config import Settings
 from webhook.errors import ConfigError, PolicyLoadError
 from webhook.events.service import EventDeliverer
 from webhook.events.subscribers import ConfigFileError, load_subscribers
-from webhook.policies.cel import DEFAULT_ENGINE, ENGINE_NAMES, make_engine
+from webhook.policies.cel import make_engine
 from webhook.policies.loader import load_policy_set
 
 PARENT_PID_VARIABLE = "WEBHOOK_PARENT_PID"
 
 
-def _environment(name: str, default: str) -> str:
-    return os.environ.get(f"WEBHOOK_{name}", default)
-
-
-def _optional_path(name: str) -> Path | None:
-    value = os.environ.get(f"WEBHOOK_{name}")
-    return Path(value) if value else None
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="webhook", description=(
-        "Kubernetes validating and mutating admission webhook server with CEL and Python policies."))
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    serve = commands.add_parser("serve", help="serve /validate and /mutate over HTTPS")
-    serve.add_argument("--host", default=_environment("HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=int, default=int(_environment("PORT", "8443")))
-    serve.add_argument("--policies", type=Path, default=Path(_environment("POLICIES", "policies")),
-                       help="policy directory, watched and reloaded on change (default: policies)")
-    serve.add_argument("--cert-dir", type=Path, default=Path(_environment("CERT_DIR", ".webhook/certs")),
-                       help="where a generated CA and serving certificate are kept (default: .webhook/certs)")
-    serve.add_argument("--tls-cert-file", type=Path, default=None, help="serving certificate (PEM); "
-                       "with --tls-key-file, used instead of generating one")
-    serve.add_argument("--tls-key-file", type=Path, default=None)
-    serve.add_argument("--dns-name", action="append", default=[], dest="dns_names",
-                       help="extra name for the generated certificate (repeatable)")
-    serve.add_argument("--workers", type=int, default=int(_environment("WORKERS", "1")))
-    serve.add_argument("--cel-engine", choices=ENGINE_NAMES, default=_environment("CEL_ENGINE", DEFAULT_ENGINE))
-    serve.add_argument("--max-body-bytes", type=int,
-                       default=int(_environment("MAX_BODY_BYTES", str(DEFAULT_MAX_BODY_BYTES))))
-    serve.add_argument("--no-watch", action="store_false", dest="watch_policies",
-                       help="do not reload policies when the directory changes")
-    serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
-                       default=_environment("LOG_LEVEL", "info"))
-    serve.add_argument("--state-dir", type=Path, default=Path(_environment("STATE_DIR", ".webhook/state")),
-                       help="where the event outbox (SQLite) lives (default: .webhook/state)")
-    serve.add_argument("--subscribers", type=Path, default=_optional_path("SUBSCRIBERS"),
-                       help="YAML file of event subscribers, reloaded on change (default: no events)")
-    serve.add_argument("--cluster-name", default=_environment("CLUSTER_NAME", "default"),
-                       help="names the cluster in the events' source attribute")
-    serve.add_argument("--server-name", default=os.environ.get("WEBHOOK_SERVER_NAME"),
-                       help="names this server in the events' source attribute (default: host name)")
-    serve.add_argument("--outbox-max-backlog", type=int,
-                       default=int(_environment("OUTBOX_MAX_BACKLOG", "100000")),
-                       help="undelivered events kept at most; past it new events are dropped and counted")
-    serve.add_argument("--delivery-lease-seconds", type=float, default=30.0,
-                       help="how long a claimed delivery stays with one process before another may take it")
-    serve.add_argument("--drain-seconds", type=float, default=5.0,
-                       help="on shutdown, how long in-flight deliveries may finish")
-    serve.add_argument("--event-delivery", choices=("process", "inline"), default="process",
-                       help="deliver events from a process of their own (default) or inside each server process")
-    serve.add_argument("--client-ca-file", type=Path, default=_optional_path("CLIENT_CA_FILE"),
-                       help="require on /validate and /mutate a client certificate signed by this CA (mTLS)")
-    serve.add_argument("--client-token-file", type=Path, default=_optional_path("CLIENT_TOKEN_FILE"),
-                       help="require on /validate and /mutate `Authorization: Bearer` with this file's token")
-    serve.add_argument("--shutdown-delay-seconds", type=float,
-                       default=float(_environment("SHUTDOWN_DELAY_SECONDS", "0")),
-                       help="on SIGTERM, fail readiness and close keep-alive connections this long before "
-                       "shutting down (default 0; 5 in a cluster)")
-    serve.add_argument("--evaluation-deadline-seconds", type=float,
-                       default=float(_environment("EVALUATION_DEADLINE_SECONDS", "1")),
-                       help="a request's policies must be evaluated within this; past it the policy running and "
-                       "those after it are faults under their failurePolicy (default 1; 0: none)")
-    serve.add_argument("--memory-limit-mb", type=int, default=None,
-                       help="per serving process (RLIMIT_DATA): an allocation past it is a policy fault "
-                       "(MemoryError) instead of an out-of-memory kill (default: none)")
-    serve.add_argument("--restart-above-mb", type=int,
-                       default=int(_environment("RESTART_ABOVE_MB", "0")) or None,
-                       help="when a serving process's resident memory passes this, it drains and exits as on "
-                       "SIGTERM (with --shutdown-delay-seconds), for Kubernetes to start it again: a last-resort "
-                       "guard (the builtin CEL engine keeps no memory per review; cel-expr-python 0.1.3 leaks on "
-                       "calls into the Kubernetes CEL library) (default: never)")
-    serve.add_argument("--graceful-timeout-seconds", type=float,
-                       default=float(_environment("GRACEFUL_TIMEOUT_SECONDS", "20")),
-                       help="on shutdown, how long in-flight reviews may finish (default 20)")
-    cluster = serve.add_argument_group(
-        "cluster state", "Namespaces and Pods (and ConfigMaps for params) watched through the API server, for "
-        "namespaceSelector, namespaceObject and request.cluster; without --kubeconfig, --kube-context or "
-        "--in-cluster there is no cluster. Each worker process runs watches of its own.")
-    cluster.add_argument("--kubeconfig", type=Path, default=_optional_path("KUBECONFIG"),
-                         help="watch the cluster of this kubeconfig file")
-    cluster.add_argument("--kube-context", default=os.environ.get("WEBHOOK_KUBE_CONTEXT") or None,
-                         help="the kubeconfig context (default: its current context; with no --kubeconfig: "
-                         "$KUBECONFIG or ~/.kube/config)")
-    cluster.add_argument("--in-cluster", action="store_true",
-                         default=_environment("IN_CLUSTER", "false").lower() in ("1", "true", "yes"),
-                         help="watch the cluster this Pod runs in, with its ServiceAccount")
-    cluster.add_argument("--no-cluster-params", action="store_false", dest="cluster_params",
-                         default=_environment("CLUSTER_PARAMS", "true").lower() in ("1", "true", "yes"),
-                         help="do not watch ConfigMaps (params objects then come from the policy files only)")
-    cluster.add_argument("--cluster-resync-seconds", type=float,
-                         default=float(_environment("CLUSTER_RESYNC_SECONDS", "300")),
-                         help="list everything again this often (default 300)")
-    cluster.add_argument("--cluster-stale-after-seconds", type=float,
-                         default=float(_environment("CLUSTER_STALE_AFTER_SECONDS", "60")),
-                         help="after the watches failed this long, lookups fail (policy faults under their "
-                         "failurePolicy) (default 60)")
-    cluster.add_argument("--cluster-max-pods", type=int, default=int(_environment("CLUSTER_MAX_PODS", "200000")),
-                         help="Pods kept at most (default 200000); past it lookups in the namespaces that lost "
-                         "one fail")
-
-    commands.add_parser("deliver", help="deliver events from the outbox (started by `webhook serve`; also usable "
-                        "as a sidecar with the same WEBHOOK_SETTINGS_JSON)")
-
-    events = commands.add_parser("events", help="look at and operate the event outbox")
-    events.add_argument("--state-dir", type=Path, default=Path(_environment("STATE_DIR", ".webhook/state")))
-    actions = events.add_subparsers(dest="action", required=True)
-    actions.add_parser("status", help="queue depth, oldest pending age, per-subscriber counts, drops")
-    dead = actions.add_parser("dead-letters", help="list dead letters")
-    dead.add_argument("--subscriber")
-    dead.add_argument("--limit", type=int, default=100)
-    replay = actions.add_parser("replay", help="send dead letters again (by id, subscriber, or --all)")
-    replay.add_argument("--id", dest="event_id")
-    replay.add_argument("--subscriber")
-    replay.add_argument("--all", action="store_true")
-
-    certs = commands.add_parser("certs", help="generate, rotate and inspect the CA and serving certificate")
-    certs_actions = certs.add_subparsers(dest="action", required=True)
-    generate = certs_actions.add_parser("generate", help="a new CA and serving certificate")
-    rotate = certs_actions.add_parser("rotate", help="a new serving certificate, or a CA rotation step")
-    for command in (generate, rotate):
-        command.add_argument("--dir", type=Path, default=Path(_environment("CERT_DIR", ".webhook/certs")),
-                             help="where ca.crt, ca.key, tls.crt and tls.key are (default: .webhook/certs)")
-        command.add_argument("--service", help="Service name: the certificate covers NAME.NAMESPACE.svc and "
-                             "NAME.NAMESPACE.svc.cluster.local")
-        command.add_argument("--namespace", default="default")
-        command.add_argument("--dns-name", action="append", default=[], dest="dns_names",
-                             help="a further DNS name or IP address (repeatable)")
-        command.add_argument("--days", type=int, default=365, help="serving certificate lifetime (default 365)")
-        command.add_argument("--ca-days", type=int, default=3650, help="CA lifetime (default 3650)")
-        command.add_argument("--key-algorithm", choices=KEY_ALGORITHMS, default="ecdsa-p256")
-    generate.add_argument("--secret-manifest", metavar="SECRET_NAME",
-                          help="print a kubernetes.io/tls Secret of this name instead of writing files")
-    generate.add_argument("--force", action="store_true", help="overwrite existing files")
-    rotate.add_argument("--ca", action="store_true", help="step 1: add a new signing CA to the bundle")
-    rotate.add_argument("--drop-old-cas", action="store_true", help="step 3: keep only the signing CA")
-    inspect = certs_actions.add_parser("inspect", help="subjects, names, expiry, chain and key checks")
-    inspect.add_argument("--dir", type=Path, default=Path(_environment("CERT_DIR", ".webhook/certs")))
-    inspect.add_argument("--renew-within-days", type=int, default=30)
-
-    register = commands.add_parser("register", help="create or update the webhook configurations from the "
-                                   "loaded policies' match rules (through the kubernetes client)")
-    register.add_argument("--policies", type=Path, default=Path(_environment("POLICIES", "policies")))
-    register.add_argument("--cel-engine", choices=ENGINE_NAMES, default=_environment("CEL_ENGINE", DEFAULT_ENGINE))
-    register.add_argument("--url", help="register by URL (a server outside the cluster): https://HOST:PORT")
-    register.add_argument("--service-name", default="webhook", help="register by Service (default: webhook)")
-    register.add_argument("--service-namespace", default=os.environ.get("POD_NAMESPACE", "default"))
-    register.add_argument("--service-port", type=int, default=443)
-    register.add_argument("--ca-file", type=Path, default=Path(_environment("CERT_DIR", ".webhook/certs")) / "ca.crt",
-                          help="the CA bundle for caBundle (default: .webhook/certs/ca.crt)")
-    register.add_argument("--name", default="webhook.dev", help="configuration name and webhook name suffix")
-    register.add_argument("--exempt-namespace", action="append", default=[], dest="exempt_namespaces",
-                          help="a further namespace the API server never sends (kube-system and the "
-                          "Service's namespace always are)")
-    register.add_argument("--timeout-seconds", type=int, choices=range(1, 31), default=5, metavar="1..30")
-    register.add_argument("--dry-run", action="store_true", help="print the YAML instead of applying it")
-    register.add_argument("--kubeconfig", help="default: in-cluster config, then ~/.kube/config")
-    register.add_argument("--context")
-
-    test = commands.add_parser("test", help="run the PolicyTest cases in a policy directory (or one test file)")
-    test.add_argument("path", type=Path, help="a policy directory (its tests and its policies) or a test file")
-    test.add_argument("--policies", type=Path, default=None,
-                      help="the policy directory (default: PATH, or the test file's directory)")
-    test.add_argument("--cel-engine", choices=ENGINE_NAMES, default=_environment("CEL_ENGINE", DEFAULT_ENGINE))
-    test.add_argument("--output", choices=("table", "json"), default="table")
-
-    lint = commands.add_parser("lint", help="load a policy directory and print its problems as path:line:column")
-    lint.add_argument("directory", type=Path)
-    lint.add_argument("--cel-engine", choices=ENGINE_NAMES, default=_environment("CEL_ENGINE", DEFAULT_ENGINE))
-    return parser
-
-
 def _serve(arguments: argparse.Namespace) -> int:
     from webhook.certs import ensure_self_signed, server_tls_context
+    from webhook.memory import with_memory_limits
     from webhook.serving import ClientAuthentication
 
     try:
@@ -224,6 +53,7 @@ def _serve(arguments: argparse.Namespace) -> int:
         # Refuse to start on unusable TLS or client-authentication files, with a clear message.
         server_tls_context(cert_file=cert_file, key_file=key_file, client_ca_file=settings.client_ca_file)
         ClientAuthentication(require_client_certificate=False, token_file=settings.client_token_file)
+        settings = with_memory_limits(settings)
     except ConfigError as error:
         print(f"webhook serve: {error}", file=sys.stderr)
         return 2
@@ -253,18 +83,18 @@ def _exit_on_signal(number: int, frame: object) -> None:
 
 
 def _run_uvicorn(settings: Settings, *, cert_file: Path, key_file: Path) -> None:
-    import uvicorn
-
     from webhook.certs import uvicorn_tls_context
-    from webhook.serving import TLSHttpToolsProtocol, run
+    from webhook.connections import ServingConfig, TLSConnectionGate
+    from webhook.serving import run
 
-    config = uvicorn.Config(
+    config = ServingConfig(
         "webhook.server:create_app_from_environment", factory=True, host=settings.host, port=settings.port,
         workers=settings.workers, ssl_certfile=str(cert_file), ssl_keyfile=str(key_file),
         ssl_ca_certs=str(settings.client_ca_file) if settings.client_ca_file else None,
-        ssl_context_factory=uvicorn_tls_context, http=TLSHttpToolsProtocol, log_level=settings.log_level,
+        ssl_context_factory=uvicorn_tls_context, http=TLSConnectionGate, log_level=settings.log_level,
         server_header=False, proxy_headers=False, access_log=settings.log_level == "debug",
         timeout_graceful_shutdown=int(settings.graceful_timeout_seconds),
+        tls_handshake_timeout=settings.tls_handshake_timeout_seconds, max_connections=settings.max_connections,
     )
     run(config, shutdown_delay=settings.shutdown_delay_seconds)
 
@@ -461,7 +291,7 @@ def _register(arguments: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    arguments = _parser().parse_args(argv)
+    arguments = build_parser().parse_args(argv)
     if arguments.command == "serve":
         return _serve(arguments)
     if arguments.command == "events":

@@ -1,15 +1,26 @@
 """The live cluster state (a `webhook.state.ClusterState`): watched caches of Namespaces and Pods, and of
-ConfigMaps for params, through the `kubernetes` client.
+the ConfigMaps that params refer to, through the `kubernetes` client.
 
-Each kind has a reflector thread: list (in pages), then watch from the list's resourceVersion with bookmarks;
-list again every `resync_seconds` and when the watch says 410 Gone; after an error, reconnect with exponential
-backoff and full jitter, watching on from the last resourceVersion seen. Only trimmed read-only copies are
-kept (see `_trim_pod`); Succeeded and Failed Pods are dropped; past `max_pods` a namespace that lost a Pod is
+Each kind has a reflector (`webhook.reflector`): a thread that lists then watches it, lists again on resync
+and on 410 Gone, and reconnects with backoff after errors. Only trimmed read-only copies are kept (see
+`_trim_pod`); Succeeded and Failed Pods are dropped; past `max_pods` a namespace that lost a Pod is
 incomplete, and its lookups raise ClusterUnavailable until a relist finds room. Lookups also raise it before
 the first list of every kind, and when the kind's watch has been failing for over `stale_after_seconds`: in a
 policy that is a fault, so its failurePolicy decides. Once synced the state stays synced (so does readiness):
 losing the API server must not take the webhook out of its Service. Each server process (`--workers`) runs
 watches of its own: N workers put N times the watch load on the API server and hold N copies of the caches.
+
+ConfigMaps are not watched whole (anyone who may create one could fill the cache): each distinct paramRef of
+the loaded bindings with paramKind v1/ConfigMap gets a list and watch of its own, as narrow as the API allows
+(`ParamQuery`: the paramRef's namespace, else all namespaces; fieldSelector `metadata.name=` for a name,
+labelSelector for a selector), and the watches follow policy reloads. What a paramRef without a namespace,
+or with an empty selector, picks cannot be narrowed further: every namespace's objects of that name or those
+labels are watched. Their data is bounded in bytes (`max_param_bytes`, counted as the JSON length of what is
+kept plus `PARAM_OBJECT_OVERHEAD` each): an object past the bound is left out and its namespace becomes
+incomplete for that paramRef: lookups there raise ClusterUnavailable (a fault under the failurePolicy) until a
+relist finds room; `problem` and the log say so. The server follows each policy set as it loads it
+(`follow`; `with_params` follows a set it has not seen on its first use); a paramRef added once the state has
+synced does not take readiness away (its lookups fail until its first list).
 """
 
 from __future__ import annotations
@@ -18,7 +29,6 @@ import contextlib
 import copy
 import dataclasses
 import logging
-import random
 import sys
 import threading
 import time
@@ -26,12 +36,11 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
-import orjson
-
 from webhook.policies.compiled import PolicySet
 from webhook.policies.matching import labels_of, selector_matches
-from webhook.policies.model import LabelSelector, ParamKind, ParamRef
-from webhook.policies.params import ParamObject, ParamStore, Resolution
+from webhook.policies.model import ParamKind, ParamRef
+from webhook.policies.params import ParamObject, ParamQuery, ParamStore, Resolution
+from webhook.reflector import MIB, ByteBudget, Reflector
 from webhook.state import ClusterUnavailable
 
 if TYPE_CHECKING:
@@ -43,6 +52,9 @@ log = logging.getLogger("webhook.cluster")
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"  # a copy of the object: not kept
 FINISHED_PHASES = ("Succeeded", "Failed")
 CONFIG_MAP = ("v1", "ConfigMap")
+# A ConfigMap list page holds at most this many objects: a page is read whole before it is trimmed, and an
+# object may be up to 1.5 MiB (etcd's default request limit), so a page of 25 stays under ~40 MiB.
+PARAM_PAGE_SIZE = 25
 
 
 class FrozenDict(dict[str, Any]):
@@ -127,226 +139,33 @@ def _trim_config_map(raw: Mapping[str, Any]) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": dict(raw.get("data") or {})}
 
 
-@dataclasses.dataclass
-class _Store:
-    """Trimmed objects of one kind by namespace ("" for cluster-scoped kinds) and name."""
-
-    items: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
-    count: int = 0
-    truncated: set[str] = dataclasses.field(default_factory=set)  # namespaces that lost objects to the cap
-
-
-class _Expired(Exception):
-    """The watch's resourceVersion is gone (410): relist."""
-
-
-def _backoff(attempt: int, base: float, cap: float) -> float:
-    delay = min(cap, base * 2 ** min(attempt, 30))
-    return random.uniform(delay / 2, delay)  # noqa: S311 (jitter, not a secret)
-
-
-class _Reflector:
-    """One kind: its cache, and the daemon thread that lists then watches it into the cache."""
-
-    def __init__(self, owner: LiveClusterState, resource: str, kind: str, list_call: Callable[..., Any],
-                 trim: Callable[[Mapping[str, Any]], Any], limit: int | None = None) -> None:
-        self.owner, self.resource, self.kind, self.list_call, self.trim, self.limit = (
-            owner, resource, kind, list_call, trim, limit)
-        self.lock, self.store, self.dropped = threading.Lock(), _Store(), 0  # dropped: left out (the cap)
-        self.synced, self.errors, self.last_error_at, self.listed_at = False, 0, 0.0, 0.0
-        self.failing_since: float | None = None  # monotonic time of the first error since the last success
-        self.last_error: str | None = None
-        self.lists: dict[str, int] = {"initial": 0, "resync": 0, "expired": 0}
-        self.resource_version: str | None = None
-        self.response: Any = None
-        self.thread = threading.Thread(target=self._run, name=f"webhook-cluster-{resource}", daemon=True)
-
-    def _put(self, store: _Store, raw: Mapping[str, Any], *, deleted: bool = False) -> None:
-        meta = raw.get("metadata") or {}
-        namespace, name = str(meta.get("namespace") or ""), str(meta.get("name", ""))
-        value = None if deleted else self.trim(raw)
-        with self.lock:
-            objects = store.items.get(namespace)
-            present = objects is not None and name in objects
-            if value is None:
-                if objects is not None and present:
-                    del objects[name]
-                    store.count -= 1
-                    if not objects:
-                        del store.items[namespace]
-            elif not present and self.limit is not None and store.count >= self.limit:
-                if not store.truncated:
-                    log.warning("cluster state: the cap of %d %ss is reached; lookups in namespaces that lost one "
-                                "raise ClusterUnavailable until a relist finds room", self.limit, self.kind)
-                store.truncated.add(namespace)
-                self.dropped += 1
-            else:
-                store.count += 0 if present else 1
-                store.items.setdefault(namespace, {})[name] = value
-
-    def in_namespace(self, namespace: str) -> tuple[Any, ...]:
-        with self.lock:
-            if namespace in self.store.truncated:
-                raise ClusterUnavailable(f"the {self.kind}s of namespace {namespace!r} are incomplete: the cap of "
-                                         f"{self.limit} {self.kind}s is reached")
-            return tuple(self.store.items.get(namespace, {}).values())
-
-    def check(self) -> None:
-        """Raise ClusterUnavailable when not synced yet, or failing for longer than stale_after_seconds."""
-        if not self.synced:
-            error = f" (last error: {self.last_error})" if self.last_error else ""
-            raise ClusterUnavailable(f"the cluster's {self.resource} are not synced yet{error}")
-        since = self.failing_since
-        if since is not None and time.monotonic() - since > self.owner.stale_after_seconds:
-            raise ClusterUnavailable(f"the {self.resource} watch has been failing for "
-                                     f"{time.monotonic() - since:.0f}s: {self.last_error}")
-
-    def _run(self) -> None:
-        owner, stop = self.owner, self.owner.stop_event
-        attempt = 0
-        reason: str | None = "initial"
-        while not stop.is_set():
-            try:
-                if reason is not None:
-                    self._list(reason)
-                    attempt, reason = 0, None
-                if self._watch():
-                    attempt = 0
-                elif not stop.is_set():  # ended at once without a word: do not hammer the API server
-                    stop.wait(_backoff(attempt, *owner.backoff_seconds))
-                    attempt += 1
-                if time.monotonic() >= self.listed_at + owner.resync_seconds:
-                    reason = "resync"
-            except _Expired:
-                log.info("cluster state: the %s watch expired (410 Gone); listing again", self.resource)
-                reason = "expired"
-            except Exception as error:
-                if stop.is_set():
-                    break
-                if getattr(error, "status", None) == 410:  # the watch itself answered 410 Gone
-                    reason = "expired"
-                    continue
-                self._failed(error)
-                stop.wait(_backoff(attempt, *owner.backoff_seconds))
-                attempt += 1
-
-    def _failed(self, error: Exception | None) -> None:
-        """Record an error (None: a success, which ends a failing spell)."""
-        if error is None:
-            if self.failing_since is not None:
-                log.info("cluster state: %s work again after %.1fs", self.resource,
-                         time.monotonic() - self.failing_since)
-            self.failing_since = None
-            return
-        while isinstance(getattr(error, "reason", None), Exception):  # urllib3: MaxRetryError(reason=the cause)
-            error = getattr(error, "reason")  # noqa: B009
-        status = getattr(error, "status", None)
-        message = f"{status} {getattr(error, 'reason', '')}".strip() if status else f"{type(error).__name__}: {error}"
-        self.last_error = f"{self.resource}: {message}"[:500]
-        self.last_error_at = time.time()
-        self.errors += 1
-        if self.failing_since is None:
-            self.failing_since = time.monotonic()
-            log.warning("cluster state: %s; retrying with backoff (further errors are counted in metrics)",
-                        self.last_error)
-
-    def _call(self, **arguments: Any) -> Any:
-        response = self.list_call(_preload_content=False, **arguments)
-        self.response = response
-        if self.owner.stop_event.is_set():  # stop() may have looked for a response before this one existed
-            response.close()
-        return response
-
-    def _list(self, reason: str) -> None:
-        fresh = _Store()
-        token: str | None = None
-        version: str | None = None
-        while True:
-            response = self._call(limit=self.owner.page_size, _continue=token,
-                                  _request_timeout=self.owner.request_timeout)
-            try:
-                body = orjson.loads(response.data)
-            finally:
-                response.release_conn()
-                self.response = None
-            for item in body.get("items") or ():
-                self._put(fresh, item)
-            metadata = body.get("metadata") or {}
-            version = version or metadata.get("resourceVersion")
-            token = metadata.get("continue") or None
-            if token is None:
-                break
-            if self.owner.stop_event.is_set():
-                return
-        with self.lock:
-            self.store = fresh
-        self.resource_version = version
-        self.listed_at = time.monotonic()
-        self.lists[reason] += 1
-        self.synced = True
-        self._failed(None)
-
-    def _watch(self) -> bool:
-        """Watch until the server ends the watch (its timeout, before the next resync is due); True when the
-        watch got going (events, or at least a while), False when it ended at once. Raises _Expired on 410."""
-        owner = self.owner
-        started = time.monotonic()
-        timeout = max(1, int(min(owner.watch_timeout_seconds, self.listed_at + owner.resync_seconds - started)))
-        response = self._call(watch=True, resource_version=self.resource_version, allow_watch_bookmarks=True,
-                              timeout_seconds=timeout, _request_timeout=(owner.request_timeout, timeout + 30))
-        events = 0
-        try:
-            self._failed(None)
-            buffer = b""
-            for chunk in response.stream(amt=None, decode_content=False):
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    if line.strip():
-                        self._event(orjson.loads(line))
-                        events += 1
-                if owner.stop_event.is_set():
-                    break
-        finally:
-            self.response = None
-            response.close()  # never back into the pool with a stream half read
-            response.release_conn()
-        return events > 0 or time.monotonic() - started >= 1.0
-
-    def _event(self, event: Mapping[str, Any]) -> None:
-        kind = event.get("type")
-        obj = event.get("object") or {}
-        if kind == "ERROR":
-            if obj.get("code") == 410:
-                raise _Expired()
-            raise RuntimeError(f"watch error {obj.get('code')} {obj.get('reason')}: {obj.get('message')}")
-        if kind in ("ADDED", "MODIFIED", "DELETED"):
-            self._put(self.store, obj, deleted=kind == "DELETED")
-        version = (obj.get("metadata") or {}).get("resourceVersion")
-        if version:  # BOOKMARK events carry only this
-            self.resource_version = version
-
-
 class LiveClusterState:
     """A `ClusterState` kept up to date by watches (see the module documentation), and the Prometheus
     collector of its metrics."""
 
     def __init__(self, api_client: Any, *, config_maps: bool = False, resync_seconds: float = 300.0,
                  stale_after_seconds: float = 60.0, max_pods: int = 200_000, max_config_maps: int = 100_000,
-                 watch_timeout_seconds: float = 240.0, backoff_seconds: tuple[float, float] = (0.5, 30.0),
-                 request_timeout: float = 30.0, page_size: int = 500) -> None:
+                 max_param_bytes: int = 64 * MIB, watch_timeout_seconds: float = 240.0,
+                 backoff_seconds: tuple[float, float] = (0.5, 30.0), request_timeout: float = 30.0,
+                 page_size: int = 500) -> None:
         from kubernetes import client
 
         self.api_client, self.resync_seconds, self.stale_after_seconds = api_client, resync_seconds, stale_after_seconds
         self.watch_timeout_seconds, self.backoff_seconds = watch_timeout_seconds, backoff_seconds
         self.request_timeout, self.page_size = request_timeout, page_size
         self.stop_event = threading.Event()
-        core = client.CoreV1Api(api_client)
-        self._namespaces = _Reflector(self, "namespaces", "Namespace", core.list_namespace, _trim_namespace)
-        self._pods = _Reflector(self, "pods", "Pod", core.list_pod_for_all_namespaces, _trim_pod, max_pods)
-        self._config_maps = _Reflector(self, "configmaps", "ConfigMap", core.list_config_map_for_all_namespaces,
-                                       _trim_config_map, max_config_maps) if config_maps else None
-        self._reflectors = [self._namespaces, self._pods, *([self._config_maps] if self._config_maps else [])]
+        self._core = core = client.CoreV1Api(api_client)
+        self._namespaces = Reflector(self, "namespaces", "Namespace", core.list_namespace, _trim_namespace)
+        self._pods = Reflector(self, "pods", "Pod", core.list_pod_for_all_namespaces, _trim_pod, max_pods)
+        self._reflectors = [self._namespaces, self._pods]
+        # ConfigMaps for params: one reflector per paramRef query of the policy set last followed (see follow)
+        self.params_enabled, self.max_config_maps = config_maps, max_config_maps
+        self.param_budget = ByteBudget(max_param_bytes)
+        self._params: dict[ParamQuery, Reflector] = {}
+        self._params_lock = threading.Lock()
+        self._retired: list[Reflector] = []  # params reflectors of earlier policy sets, until their threads end
+        self._retired_counts = {"dropped": 0, "errors": 0, **dict.fromkeys(("initial", "resync", "expired"), 0)}
+        self._started = self._synced_once = False
         self._overlay: tuple[PolicySet, PolicySet] | None = None
 
     @classmethod
@@ -354,45 +173,121 @@ class LiveClusterState:
         return cls(api_client_for(kubeconfig=settings.kubeconfig, context=settings.kube_context,
                                   in_cluster=settings.in_cluster),
                    config_maps=settings.cluster_params, resync_seconds=settings.cluster_resync_seconds,
-                   stale_after_seconds=settings.cluster_stale_after_seconds, max_pods=settings.cluster_max_pods)
+                   stale_after_seconds=settings.cluster_stale_after_seconds, max_pods=settings.cluster_max_pods,
+                   max_param_bytes=settings.cluster_params_max_mb * MIB)
 
     def start(self) -> None:
-        for reflector in self._reflectors:
-            reflector.thread.start()
+        with self._params_lock:
+            self._started = True
+            for reflector in self._current():
+                reflector.thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """End the watches: open requests are cut, the threads are joined (each within `timeout`)."""
-        self.stop_event.set()
-        for reflector in self._reflectors:
-            with contextlib.suppress(Exception):  # none, or already released: nothing to unblock
-                reflector.response.shutdown()
-        for reflector in (reflector for reflector in self._reflectors if reflector.thread.is_alive()):
+        with self._params_lock:
+            self.stop_event.set()
+            reflectors = [*self._current(), *self._retired]
+        for reflector in reflectors:
+            reflector.stop()
+        for reflector in (reflector for reflector in reflectors if reflector.thread.is_alive()):
             reflector.thread.join(timeout)
         with contextlib.suppress(Exception):
             self.api_client.close()
 
+    def _current(self) -> list[Reflector]:
+        return [*self._reflectors, *self._params.values()]
+
+    def follow(self, policy_set: PolicySet) -> None:
+        """Watch the ConfigMaps that `policy_set`'s bindings can pick as params, and no others: a reflector per
+        distinct `ParamQuery`; those of the previous set that this one no longer needs are stopped."""
+        if not self.params_enabled:
+            return
+        queries = {ParamQuery.of(policy.param_ref) for policy in policy_set.policies
+                   if policy.param_ref is not None and policy.param_kind is not None
+                   and (policy.param_kind.apiVersion, policy.param_kind.kind) == CONFIG_MAP
+                   and policy.misconfiguration is None}
+        with self._params_lock:
+            if self.stop_event.is_set() or queries == self._params.keys():
+                return
+            kept = {query: reflector for query, reflector in self._params.items() if query in queries}
+            for query, reflector in self._params.items():
+                if query not in kept:
+                    reflector.stop()
+                    self._retired.append(reflector)
+            for query in sorted(queries - kept.keys(), key=str):
+                kept[query] = reflector = self._param_reflector(query)
+                if self._started:
+                    reflector.thread.start()
+            self._params = kept  # one assignment: lookups read either the old or the new mapping
+            self._prune_retired()
+        log.info("cluster state: watching the ConfigMaps of %d paramRef(s)%s", len(kept),
+                 "".join(f"; {query}" for query in sorted(kept, key=str)))
+
+    def _param_reflector(self, query: ParamQuery) -> Reflector:
+        arguments: dict[str, Any] = {}
+        if query.name is not None:
+            arguments["field_selector"] = f"metadata.name={query.name}"
+        if query.label_selector is not None:
+            arguments["label_selector"] = query.label_selector
+        if query.namespace is not None:
+            arguments["namespace"] = query.namespace
+        list_call = (self._core.list_namespaced_config_map if query.namespace is not None
+                     else self._core.list_config_map_for_all_namespaces)
+        return Reflector(self, "configmaps", "ConfigMap", list_call, _trim_config_map, self.max_config_maps,
+                          arguments=arguments, budget=self.param_budget, page_size=min(self.page_size, PARAM_PAGE_SIZE),
+                          label=f"the ConfigMaps for paramRef ({query})")
+
+    def _prune_retired(self) -> None:
+        for reflector in [reflector for reflector in self._retired if not reflector.thread.is_alive()]:
+            self._retired.remove(reflector)
+            self._retired_counts["dropped"] += reflector.dropped
+            self._retired_counts["errors"] += reflector.errors
+            for reason, count in reflector.lists.items():
+                self._retired_counts[reason] += count
+
     @property
     def synced(self) -> bool:
-        return all(reflector.synced for reflector in self._reflectors)
+        """Every cache has listed once; stays true after (a paramRef added by a reload does not take readiness
+        away: its lookups fail until its first list)."""
+        if not self._synced_once:
+            self._synced_once = all(reflector.synced for reflector in self._current())
+        return self._synced_once
 
     @property
     def healthy(self) -> bool:
-        return all(reflector.failing_since is None for reflector in self._reflectors)
+        return all(reflector.failing_since is None for reflector in self._current())
 
     @property
     def last_error(self) -> str | None:
-        return max(self._reflectors, key=lambda reflector: reflector.last_error_at).last_error
+        return max(self._current(), key=lambda reflector: reflector.last_error_at).last_error
+
+    @property
+    def param_bytes(self) -> int:
+        """Bytes of ConfigMap data held for params (`reflector.PARAM_OBJECT_OVERHEAD` each on top), against
+        `max_param_bytes`."""
+        return self.param_budget.used
 
     @property
     def problem(self) -> str | None:
-        """What readiness says about the cluster: None when synced and healthy."""
+        """What readiness says about the cluster: None when synced, healthy and complete."""
         error = f"; last error: {self.last_error}" if self.last_error else ""
-        if waiting := [reflector.resource for reflector in self._reflectors if not reflector.synced]:
+        current = self._current()
+        waiting = [reflector.label for reflector in current if not reflector.synced]
+        if waiting and not self.synced:
             return f"not synced: waiting for the first list of {', '.join(waiting)}{error}"
-        failing = ", ".join(f"{reflector.resource} for {time.monotonic() - reflector.failing_since:.0f}s"
-                            for reflector in self._reflectors if reflector.failing_since is not None)
-        return f"unhealthy: failing ({failing}; lookups fail after {self.stale_after_seconds:g}s){error}" \
-            if failing else None
+        parts = [f"waiting for the first list of {', '.join(waiting)}"] if waiting else []
+        if failing := ", ".join(f"{reflector.resource} for {time.monotonic() - reflector.failing_since:.0f}s"
+                                for reflector in current if reflector.failing_since is not None):
+            parts.append(f"unhealthy: failing ({failing}; lookups fail after {self.stale_after_seconds:g}s){error}")
+        for reflector in self._params.values():
+            with reflector.lock:
+                namespaces = sorted(reflector.store.truncated)
+            if not namespaces:
+                continue
+            parts.append(f"{reflector.label} are incomplete in namespace(s) {', '.join(namespaces[:5])}"
+                         f"{' and more' if len(namespaces) > 5 else ''}: {reflector.left_out}; bindings that "
+                         "need them there fault")
+        return "; ".join(parts) or None
 
     def namespace(self, name: str) -> Mapping[str, Any] | None:
         self._namespaces.check()
@@ -404,27 +299,31 @@ class LiveClusterState:
         self._pods.check()
         return self._pods.in_namespace(namespace)
 
-    def config_maps(self, namespace: str, *, name: str | None = None,
-                    selector: LabelSelector | None = None) -> list[dict[str, Any]]:
-        """The namespace's ConfigMaps (plain data, not to be changed): by name, or matching the selector."""
-        config_maps = self._config_maps
-        if config_maps is None:
+    def config_maps(self, namespace: str, ref: ParamRef) -> list[dict[str, Any]]:
+        """The namespace's ConfigMaps that `ref` picks (plain data, not to be changed): by name, or matching
+        its selector. Raises ClusterUnavailable when they are not known (not watched or synced yet, stale, or
+        incomplete past the bound)."""
+        if not self.params_enabled:
             return []
-        config_maps.check()
-        if name is None:
-            return [item for item in config_maps.in_namespace(namespace)
-                    if selector is None or selector_matches(selector, labels_of(item) or {})]
-        found = config_maps.store.items.get(namespace, {}).get(name)
-        if found is None:
-            config_maps.in_namespace(namespace)  # raises when the namespace lost ConfigMaps to the cap
-        return [found] if found is not None else []
+        query = ParamQuery.of(ref)
+        reflector = self._params.get(query)
+        if reflector is None:
+            raise ClusterUnavailable(f"the ConfigMaps for paramRef ({query}) are not watched: the policy set that "
+                                     "refers to them is not followed yet")
+        reflector.check()
+        items = reflector.in_namespace(namespace)  # raises when the namespace lost ConfigMaps to the bound
+        if ref.name is not None:
+            return [item for item in items if item["metadata"].get("name") == ref.name]
+        return [item for item in items if ref.selector is None or selector_matches(ref.selector, labels_of(item) or {})]
 
     def with_params(self, policy_set: PolicySet) -> PolicySet:
-        """`policy_set` with the live ConfigMaps as params objects too (the same set without ConfigMaps)."""
-        if self._config_maps is None:
+        """`policy_set` with the live ConfigMaps as params objects too (the same set without ConfigMaps); a new
+        set is followed (`follow`) on its first use."""
+        if not self.params_enabled:
             return policy_set
         overlay = self._overlay
         if overlay is None or overlay[0] is not policy_set:
+            self.follow(policy_set)
             params = ClusterParams(policy_set.params, self, policy_set.engine.prepare)
             overlay = (policy_set, dataclasses.replace(policy_set, params=params))
             self._overlay = overlay
@@ -438,7 +337,12 @@ class LiveClusterState:
                                 value=int(self.synced))
         yield GaugeMetricFamily("webhook_cluster_healthy", "1 while no cluster watch is failing.",
                                 value=int(self.healthy))
+        params = list(self._params.values())
         rows = [(r.kind, r.store.count, len(r.store.truncated), r.dropped, r.errors) for r in self._reflectors]
+        if self.params_enabled:  # the paramRefs' caches together
+            rows.append(("ConfigMap", sum(r.store.count for r in params), sum(len(r.store.truncated) for r in params),
+                         sum(r.dropped for r in params) + self._retired_counts["dropped"],
+                         sum(r.errors for r in params) + self._retired_counts["errors"]))
         for column, (family, name, text) in enumerate([
                 (GaugeMetricFamily, "webhook_cluster_objects", "Objects in the cluster caches"),
                 (GaugeMetricFamily, "webhook_cluster_capped_namespaces", "Namespaces with objects left out (cap)"),
@@ -453,7 +357,19 @@ class LiveClusterState:
         for reflector in self._reflectors:
             for reason, count in reflector.lists.items():
                 lists.add_metric([reflector.kind, reason], count)
+        if self.params_enabled:
+            for reason in ("initial", "resync", "expired"):
+                lists.add_metric(["ConfigMap", reason],
+                                 sum(r.lists[reason] for r in params) + self._retired_counts[reason])
         yield lists
+        if self.params_enabled:
+            yield GaugeMetricFamily("webhook_cluster_params_bytes", "Bytes of ConfigMap data cached for params "
+                                    "(JSON length plus a per-object overhead).", value=self.param_bytes)
+            yield GaugeMetricFamily("webhook_cluster_params_max_bytes", "The bound on "
+                                    "webhook_cluster_params_bytes (--cluster-params-max-mb).",
+                                    value=self.param_budget.limit)
+            yield GaugeMetricFamily("webhook_cluster_params_watches", "ConfigMap lists and watches: one per "
+                                    "distinct paramRef of the loaded bindings.", value=len(params))
 
 
 class ClusterParams(ParamStore):
@@ -470,7 +386,7 @@ class ClusterParams(ParamStore):
             return found
         live = [ParamObject(str(item["metadata"].get("name", "")), namespace, labels_of(item) or {}, item,
                             self.prepare(item))
-                for item in self.state.config_maps(namespace, name=ref.name, selector=ref.selector)]
+                for item in self.state.config_maps(namespace, ref)]
         names = {item.name for item in live}
         merged = [item for item in found if item.name not in names] + live
         return tuple(merged if ref.name is not None else sorted(merged, key=lambda item: item.name))

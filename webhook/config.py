@@ -38,6 +38,7 @@ class Settings(BaseModel):
     cluster_name: str = Field(default="default", pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]*$")
     server_name: str = Field(default_factory=socket.gethostname)
     outbox_max_backlog: int = Field(default=100_000, ge=1)
+    outbox_max_mb: int = Field(default=512, ge=1)  # undelivered events and dead letters together
     delivery_lease_seconds: float = Field(default=30.0, gt=0)
     drain_seconds: float = Field(default=5.0, ge=0)
     # inline: each serving process also delivers; process: `webhook serve` runs one `webhook deliver` process
@@ -59,6 +60,15 @@ class Settings(BaseModel):
     # (Kubernetes) to start it again: cel-expr-python 0.1.3 leaks the arguments of every call into the
     # Kubernetes CEL library (README, Performance). None: never.
     restart_above_mb: int | None = Field(default=None, ge=64)
+    # The memory guard of each serving process (webhook.memory.MemoryGuard): past the soft limit admission
+    # requests are answered 503 before their body is read; past the hard limit the process drains and exits.
+    # `webhook serve` fills in None from the container's memory limit (webhook.memory.memory_limits); 0: off.
+    memory_soft_limit_mb: int | None = Field(default=None, ge=0)
+    memory_hard_limit_mb: int | None = Field(default=None, ge=0)
+    # Connections (webhook.connections.TLSConnectionGate): the TLS handshake must end within this, and past
+    # max_connections open ones per serving process a new connection is closed at once.
+    tls_handshake_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    max_connections: int = Field(default=1000, ge=1)
     # The live cluster state (webhook.cluster): Namespaces and Pods watched through the API server, for
     # namespaceSelector, namespaceObject and `request.cluster`. None of the three: no cluster (file state only).
     kubeconfig: Path | None = None
@@ -68,6 +78,8 @@ class Settings(BaseModel):
     cluster_resync_seconds: float = Field(default=300.0, gt=0)
     cluster_stale_after_seconds: float = Field(default=60.0, gt=0)
     cluster_max_pods: int = Field(default=200_000, ge=1)
+    # Bytes of ConfigMap data cached for params, all paramRefs together (webhook.cluster): past it, left out.
+    cluster_params_max_mb: int = Field(default=64, ge=1, le=4096)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:

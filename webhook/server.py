@@ -6,9 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-import os
 import re
-import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -28,13 +26,21 @@ from webhook.errors import BadRequest
 from webhook.events.model import event_source
 from webhook.events.service import EventDeliverer, EventRecorder, EventSettings
 from webhook.events.telemetry import OutboxCollector
+from webhook.memory import MemoryGuard
 from webhook.metrics import Metrics
 from webhook.policies import deadline
 from webhook.policies.cel import make_engine
 from webhook.policies.compiled import Phase, PolicySet
 from webhook.policies.store import LoadStatus, PolicyStore
 from webhook.reviews import build_response, parse_review
-from webhook.serving import DRAIN_SIGNAL, DRAINING, ClientAuthentication, CloseWhileDraining
+from webhook.serving import (
+    DRAIN_SIGNAL,
+    DRAINING,
+    AdmissionApp,
+    ClientAuthentication,
+    CloseWhileDraining,
+    ServingCollector,
+)
 from webhook.state import EMPTY, ClusterState
 
 log = logging.getLogger("webhook.server")
@@ -65,9 +71,26 @@ def error_response(code: int, reason: str, message: str) -> Response:
     return Response(_status_body(code, reason, message), status_code=code, media_type=JSON)
 
 
-async def read_body(request: Request, *, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it passes `limit` (declared or streamed)."""
+class MemoryPressure(Exception):
+    """Resident memory is past the memory guard's soft limit: the request is answered 503."""
+
+
+def memory_refusal(guard: MemoryGuard) -> Response:
+    """503 with Retry-After, closing the connection (an unread body is dropped with it)."""
+    guard.refused += 1
+    response = error_response(503, "ServiceUnavailable", "the server's resident memory is past its soft limit: "
+                              "admission requests with large bodies are refused until it is back under; retry "
+                              "shortly")
+    response.headers["Retry-After"] = "1"
+    response.headers["Connection"] = "close"
+    return response
+
+
+async def read_body(request: Request, *, limit: int, guard: MemoryGuard | None = None) -> bytes:
+    """The body, refused with 413 as soon as it passes `limit` (declared or streamed), and given up (MemoryPressure)
+    as soon as the memory guard refuses a body of its size (declared, or received so far)."""
     declared = request.headers.get("content-length")
+    size: int | None = None
     if declared is not None:
         try:
             size = int(declared)
@@ -76,10 +99,14 @@ async def read_body(request: Request, *, limit: int) -> bytes:
         if size > limit:
             raise BadRequest(f"request body of {size} bytes is over the limit of {limit} bytes",
                              status_code=413, reason="RequestEntityTooLarge")
+    if guard is not None and guard.refuses(size):
+        raise MemoryPressure
     chunks: list[bytes] = []
     received = 0
     async for chunk in request.stream():
         received += len(chunk)
+        if guard is not None and guard.refuses(received):
+            raise MemoryPressure
         if received > limit:
             raise BadRequest(f"request body is over the limit of {limit} bytes", status_code=413,
                              reason="RequestEntityTooLarge")
@@ -104,6 +131,9 @@ def create_app(settings: Settings) -> FastAPI:
     events = EventRecorder(event_settings, metrics=metrics)
     metrics.add_collector(OutboxCollector(event_settings.outbox_path))
 
+    # The live cluster state, when configured: watches of this process's own (each worker has its own).
+    live = LiveClusterState.from_settings(settings) if settings.cluster_configured else None
+
     def policy_set_event(status: LoadStatus, policy_set: PolicySet | None) -> None:
         if policy_set is not None:
             settle_heap()
@@ -111,11 +141,17 @@ def create_app(settings: Settings) -> FastAPI:
                                  policies=len(policy_set.policies) if policy_set else 0,
                                  digest=policy_set.digest if policy_set else "",
                                  problems=[str(problem) for problem in status.problems])
+        if live is not None and policy_set is not None:  # params watches start at load, not at the first review
+            live.follow(policy_set)
 
     store = PolicyStore(settings.policies, engine=make_engine(settings.cel_engine), metrics=metrics,
                         on_load=policy_set_event)
-    # The live cluster state, when configured: watches of this process's own (each worker has its own).
-    live = LiveClusterState.from_settings(settings) if settings.cluster_configured else None
+    # `webhook serve` fills in the guard's limits (webhook.memory.with_memory_limits); an app made from Settings()
+    # alone (tests) has none.
+    guard = (MemoryGuard(soft_mb=settings.memory_soft_limit_mb or 0, hard_mb=settings.memory_hard_limit_mb or 0,
+                         restart_above_mb=settings.restart_above_mb)
+             if settings.memory_hard_limit_mb or settings.memory_soft_limit_mb or settings.restart_above_mb else None)
+    metrics.add_collector(ServingCollector(guard))
     cluster: ClusterState = live if live is not None else EMPTY
     if live is not None:
         metrics.add_collector(live)
@@ -129,8 +165,7 @@ def create_app(settings: Settings) -> FastAPI:
         watcher = asyncio.create_task(store.watch(stop)) if settings.watch_policies else None
         spooling = asyncio.create_task(_maintain_events(events, stop))
         watching_certificates = asyncio.create_task(_watch_certificates(certificates, metrics, settings, stop))
-        watching_memory = (asyncio.create_task(_restart_above(settings.restart_above_mb, stop))
-                           if settings.restart_above_mb else None)
+        watching_memory = asyncio.create_task(guard.watch(stop)) if guard is not None else None
         with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):  # main thread only
             asyncio.get_running_loop().add_signal_handler(DRAIN_SIGNAL, DRAINING.set)
         if not deadline.install() and settings.evaluation_deadline_seconds > 0:
@@ -160,7 +195,7 @@ def create_app(settings: Settings) -> FastAPI:
             if live is not None:
                 await asyncio.to_thread(live.stop)
 
-    app = FastAPI(title="webhook", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = AdmissionApp(title="webhook", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(CloseWhileDraining)
     app.state.store = store
     app.state.events = events
@@ -189,7 +224,11 @@ def create_app(settings: Settings) -> FastAPI:
             metrics.bad_requests.labels("Unauthorized").inc()
             return error_response(401, "Unauthorized", problem)
         _check_content_type(request)
-        body = await read_body(request, limit=settings.max_body_bytes)
+        try:
+            body = await read_body(request, limit=settings.max_body_bytes, guard=guard)
+        except MemoryPressure:
+            assert guard is not None  # raised only with one
+            return memory_refusal(guard)
         parsed, raw = parse_review(body)
         policy_set = store.current
         if policy_set is None:
@@ -232,9 +271,12 @@ def create_app(settings: Settings) -> FastAPI:
     # to do for a handler that takes the request itself, and cost ~10% of a review's time. /validate/fail and
     # the like are what `webhook register` points its two webhooks per phase at: each evaluates the policies
     # of one failurePolicy, so a request matched by both webhooks never has a policy evaluated twice.
+    # POSTs go straight to them (AdmissionApp.direct, before FastAPI's middleware); the routes answer the rest
+    # (405 for other methods) as before.
     for phase in ("validate", "mutate"):
         for suffix, failure_policy in (("", None), ("/fail", "Fail"), ("/ignore", "Ignore")):
-            app.add_route(f"/{phase}{suffix}", endpoint(phase, failure_policy), methods=["POST"])
+            app.direct[f"/{phase}{suffix}"] = endpoint(phase, failure_policy)
+            app.add_route(f"/{phase}{suffix}", app.direct[f"/{phase}{suffix}"], methods=["POST"])
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -246,8 +288,11 @@ def create_app(settings: Settings) -> FastAPI:
         current = store.current
         # Not ready until the cluster state has synced; once synced, a lost API server is reported but
         # keeps readiness (lookups then fail after --cluster-stale-after-seconds, under failurePolicy).
-        ready = current is not None and not DRAINING.is_set() and (live is None or live.synced)
+        short_of_memory = guard is not None and guard.refusing()
+        ready = current is not None and not DRAINING.is_set() and (live is None or live.synced) and not short_of_memory
         detail: dict[str, Any] = {"ready": ready}
+        if short_of_memory:
+            detail["memory"] = "past the soft limit: admission requests are refused"
         if live is not None:
             detail["cluster"] = live.problem or "synced"
         if DRAINING.is_set():
@@ -268,34 +313,6 @@ def create_app(settings: Settings) -> FastAPI:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return app
-
-
-def resident_mb() -> float:
-    """This process's resident set size (VmRSS), in MiB; 0 where /proc is not there."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
-async def _restart_above(megabytes: int, stop: asyncio.Event) -> None:
-    """Once resident memory passes `megabytes`: SIGTERM to this process, which drains (readiness fails,
-    keep-alive connections are closed for --shutdown-delay-seconds, reviews in flight finish) and exits; its
-    supervisor starts it again. Checked every 2 s, from 2 s after the start."""
-    while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=2.0)
-            return
-        resident = resident_mb()
-        if resident > megabytes:
-            log.warning("resident memory %.0f MiB is past --restart-above-mb %d: draining, then exiting to be "
-                        "started again", resident, megabytes)
-            os.kill(os.getpid(), signal.SIGTERM)
-            return
 
 
 YOUNG_COLLECTION_THRESHOLD = 10_000
@@ -325,8 +342,8 @@ def event_settings_from(settings: Settings) -> EventSettings:
     return EventSettings(
         state_dir=settings.state_dir, subscribers_file=settings.subscribers,
         source=event_source(cluster=settings.cluster_name, server=settings.server_name),
-        max_backlog=settings.outbox_max_backlog, lease_seconds=settings.delivery_lease_seconds,
-        drain_seconds=settings.drain_seconds)
+        max_backlog=settings.outbox_max_backlog, max_outbox_bytes=settings.outbox_max_mb * 1024 * 1024,
+        lease_seconds=settings.delivery_lease_seconds, drain_seconds=settings.drain_seconds)
 
 
 def limit_memory(megabytes: int | None) -> None:

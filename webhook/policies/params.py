@@ -1,7 +1,8 @@
 """Params objects for Kubernetes-native policies, and how a binding's paramRef picks them (as the API server).
 
 Objects come from YAML files in the policy directory (any kind a policy names as its `paramKind`,
-ConfigMaps included); a cluster connection can supply the same through `ParamStore.replace`.
+ConfigMaps included); a cluster connection adds live objects by overriding `ParamStore.find`, watching only
+what `ParamQuery.of` says a paramRef can pick.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from webhook.policies.matching import labels_of, selector_matches
-from webhook.policies.model import ParamKind, ParamRef
+from webhook.policies.matching import is_empty, labels_of, selector_matches
+from webhook.policies.model import LabelSelector, ParamKind, ParamRef
 
 # Kinds known to be namespaced without asking a cluster; any other kind is namespaced when one of its objects
 # in the policy directory names a namespace.
@@ -26,6 +27,41 @@ class ParamObject:
     labels: Mapping[str, str]
     value: Any  # the object as plain data
     prepared: Any  # the same, prepared for the policy set's CEL engine
+
+
+@dataclass(frozen=True, slots=True)
+class ParamQuery:
+    """The narrowest list and watch of the API server that hold every object a paramRef can pick.
+
+    A paramRef names one namespace, or none (the request's: then every namespace must be watched); and a name
+    (fieldSelector `metadata.name=`) or a label selector (labelSelector). An empty selector picks every object
+    of the namespace (of the cluster, without a namespace): that cannot be narrowed.
+    """
+
+    namespace: str | None  # None: all namespaces
+    name: str | None
+    label_selector: str | None  # None with no name: every object
+
+    @classmethod
+    def of(cls, ref: ParamRef) -> ParamQuery:
+        selector = None if ref.selector is None or is_empty(ref.selector) else label_selector_text(ref.selector)
+        return cls(namespace=ref.namespace or None, name=ref.name, label_selector=None if ref.name else selector)
+
+    def __str__(self) -> str:
+        where = f"namespace {self.namespace}" if self.namespace else "all namespaces"
+        if self.name is not None:
+            return f"{where}, name {self.name}"
+        return f"{where}, labels {self.label_selector}" if self.label_selector else f"{where}, every object"
+
+
+def label_selector_text(selector: LabelSelector) -> str:
+    """A selector in the API server's `labelSelector` syntax (`a=b,c in (d,e),!f`)."""
+    parts = [f"{key}={value}" for key, value in sorted(selector.matchLabels.items())]
+    for requirement in selector.matchExpressions:
+        values = ",".join(sorted(requirement.values))
+        parts.append({"In": f"{requirement.key} in ({values})", "NotIn": f"{requirement.key} notin ({values})",
+                      "Exists": requirement.key, "DoesNotExist": f"!{requirement.key}"}[requirement.operator])
+    return ",".join(parts)
 
 
 @dataclass(frozen=True, slots=True)
