@@ -195,8 +195,34 @@ def equals(left: Any, right: Any) -> bool:
     """CEL's heterogeneous equality: numbers compare by value across int, uint and double; bool is not a number;
     lists and maps element by element; values of different types are unequal (never an error)."""
     kind = type(left)
-    if kind is type(right) and kind in _SCALARS:
-        return bool(left == right)
+    if kind is type(right):
+        if kind in _SCALARS:
+            return bool(left == right)
+        if kind is dict:  # JSON objects: strings and ints compared inline, the rest recursively
+            if len(left) != len(right):
+                return False
+            for key, value in left.items():
+                other = right.get(key, _MISSING) if type(key) is str else map_get(right, key, _MISSING)
+                if other is _MISSING:
+                    return False
+                value_kind = type(value)
+                if value_kind is type(other) and (value_kind is str or value_kind is int):
+                    if value != other:
+                        return False
+                elif not equals(value, other):
+                    return False
+            return True
+        if kind is list:
+            if len(left) != len(right):
+                return False
+            for value, other in zip(left, right, strict=True):
+                value_kind = type(value)
+                if value_kind is type(other) and (value_kind is str or value_kind is int):
+                    if value != other:
+                        return False
+                elif not equals(value, other):
+                    return False
+            return True
     if isinstance(left, bool) or isinstance(right, bool):
         return type(right) is type(left) and left == right
     if isinstance(left, _NUMBERS) and isinstance(right, _NUMBERS):
