@@ -16,6 +16,17 @@ serialisation are the real ones. Objects live in dicts with one resourceVersion 
   `notin`, `key`, `!key`) on both, as the API server: a filtered watch sends ADDED when an object comes to
   match, DELETED when it stops matching, and nothing for objects that match neither before nor after.
   `core_requests()` tells what was listed and watched, with which selectors.
+- authorization.k8s.io/v1 `subjectaccessreviews`: create, answered per user and group from `grant`ed rules (a
+  SubjectAccessReview is allowed when a rule of its user, or of one of its groups, matches every attribute the
+  rule names); a raw field or label selector that does not parse is ignored with the API server's
+  evaluationError note. `access_status` answers them with an error status instead (403: as without RBAC),
+  `hold_access_reviews()` keeps them unanswered until `release_access_reviews()`; `access_reviews()` lists the
+  specs asked.
+- Other API groups (`API_RESOURCES`: apps/v1 and batch/v1 workloads, coordination.k8s.io/v1 Leases, the
+  openreports.io and wgpolicyk8s.io reports): get, list (pages with `limit`/`continue`, `labelSelector`, one
+  namespace or all), create (409 when it exists), replace (resourceVersion checked: 409 on a stale one), delete.
+  `api_put`/`api_delete` change them from a test, `api_objects` reads them; `inject_failures(text, count,
+  status)` answers the next `count` requests whose path contains `text` with `status` (an API error mid-pass).
 """
 
 from __future__ import annotations
@@ -35,16 +46,34 @@ from urllib.parse import parse_qs, urlsplit
 import yaml
 
 ADMISSION = "/apis/admissionregistration.k8s.io/v1/"
+ACCESS_REVIEWS = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
 CORE = "/api/v1/"
 CORE_KINDS = {"namespaces": "Namespace", "pods": "Pod", "configmaps": "ConfigMap"}
+# group/version -> plural -> (kind, namespaced): the other API groups this fake serves (see `api_request`)
+API_RESOURCES = {
+    "apps/v1": {"deployments": ("Deployment", True), "statefulsets": ("StatefulSet", True),
+                "daemonsets": ("DaemonSet", True), "replicasets": ("ReplicaSet", True)},
+    "batch/v1": {"jobs": ("Job", True), "cronjobs": ("CronJob", True)},
+    "coordination.k8s.io/v1": {"leases": ("Lease", True)},
+    "openreports.io/v1alpha1": {"reports": ("Report", True), "clusterreports": ("ClusterReport", False)},
+    "wgpolicyk8s.io/v1alpha2": {"policyreports": ("PolicyReport", True),
+                                "clusterpolicyreports": ("ClusterPolicyReport", False)},
+}
 
 
 class FakeAPIServer:
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}  # (collection, name) -> object
         self.core: dict[str, dict[tuple[str, str], dict[str, Any]]] = {name: {} for name in CORE_KINDS}
+        # "group/version/plural" -> (namespace, name) -> object, for API_RESOURCES; failures to inject
+        self.stored: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
+        self._failures: list[list[Any]] = []  # [text in the path, requests left, status]
         self.requests: list[tuple[str, str, dict[str, Any] | None]] = []
         self.refuse_with: int | None = None  # answer every request with this status
+        self.grants: list[tuple[str, dict[str, str]]] = []  # SubjectAccessReviews: (user or group:NAME, rule)
+        self.access_status: int | None = None  # answer SubjectAccessReviews with this status
+        self.access_error = ""  # an evaluationError that every SubjectAccessReview reports (as RBAC's)
+        self._access_hold: threading.Event | None = None
         self.core_status: int | None = None  # answer the core API with this status (see fail)
         self._version = 0
         # (version, collection, type, object, the object before: for filtered watches)
@@ -73,6 +102,9 @@ class FakeAPIServer:
 
             def setup(self) -> None:
                 super().setup()
+                # as the API server (Go sets TCP_NODELAY): a response's header and body writes must not wait for the
+                # client's delayed ACK (40 ms per request with a keep-alive connection)
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 with fake._lock:
                     fake._connections.add(self.connection)
 
@@ -98,8 +130,17 @@ class FakeAPIServer:
                     self._answer(fake.refuse_with, _status(fake.refuse_with, "Forbidden", "not allowed"))
                     return
                 url = urlsplit(self.path)
+                if (injected := fake.take_failure(self.path)) is not None:
+                    self._answer(injected, _status(injected, "InternalError", "an injected failure"))
+                    return
+                if (served := fake.api_request(self.command, url.path, parse_qs(url.query), body)) is not None:
+                    self._answer(*served)
+                    return
                 if url.path.startswith(CORE) and self.command == "GET":
                     self._core(url.path.removeprefix(CORE), parse_qs(url.query))
+                    return
+                if url.path == ACCESS_REVIEWS and self.command == "POST" and body is not None:
+                    self._answer(*fake.review_access(body))
                     return
                 if not self.path.startswith(ADMISSION):
                     self._answer(404, _status(404, "NotFound", self.path))
@@ -148,6 +189,7 @@ class FakeAPIServer:
                     self.close_connection = True
 
             do_GET = do_POST = do_PUT = _handle
+            do_DELETE = _handle
 
         return Handler
 
@@ -332,6 +374,158 @@ class FakeAPIServer:
             if ended or time.monotonic() >= deadline:
                 return
 
+    # --- other API groups (API_RESOURCES): workloads, Leases, reports ---------------------------------------
+
+    def inject_failures(self, text: str, count: int = 1, status: int = 500) -> None:
+        """Answer the next `count` requests whose path (with its query) contains `text` with `status`."""
+        with self._lock:
+            self._failures.append([text, count, status])
+
+    def take_failure(self, path: str) -> int | None:
+        with self._lock:
+            for failure in self._failures:
+                if failure[1] > 0 and failure[0] in path:
+                    failure[1] -= 1
+                    return int(failure[2])
+        return None
+
+    def api_put(self, group_version: str, plural: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """Create or replace an object of API_RESOURCES from a test; returns it as stored."""
+        kind, namespaced = API_RESOURCES[group_version][plural]
+        metadata = obj["metadata"]
+        key = (metadata.get("namespace", "") if namespaced else "", metadata["name"])
+        with self._lock:
+            self._version += 1
+            stored = {"apiVersion": group_version, "kind": kind, **obj,
+                      "metadata": {"uid": f"uid-{plural}-{key[0]}-{key[1]}", **metadata,
+                                   "resourceVersion": str(self._version)}}
+            self.stored.setdefault(f"{group_version}/{plural}", {})[key] = stored
+            return stored
+
+    def api_delete(self, group_version: str, plural: str, name: str, namespace: str = "") -> None:
+        with self._lock:
+            del self.stored[f"{group_version}/{plural}"][(namespace, name)]
+
+    def api_objects(self, group_version: str, plural: str) -> list[dict[str, Any]]:
+        """The stored objects of one resource, by namespace and name."""
+        with self._lock:
+            found = self.stored.get(f"{group_version}/{plural}", {})
+            return [found[key] for key in sorted(found)]
+
+    def api_request(self, method: str, path: str, query: dict[str, list[str]], body: dict[str, Any] | None
+                    ) -> tuple[int, dict[str, Any]] | None:
+        """Serve a request for API_RESOURCES; None for any other path (left to the other handlers)."""
+        found = re.fullmatch(r"/apis/([^/]+/[^/]+)/(?:namespaces/([^/]+)/)?([^/]+)(?:/([^/]+))?", path)
+        if found is None or found[3] not in API_RESOURCES.get(found[1], {}):
+            return None
+        group_version, namespace, plural, name = found[1], found[2] or "", found[3], found[4]
+        kind, namespaced = API_RESOURCES[group_version][plural]
+        collection = f"{group_version}/{plural}"
+        if method == "GET" and name is None:
+            try:
+                matches = _selection({**query, "namespace": [namespace]} if namespace else query)
+            except ValueError as error:
+                return 400, _status(400, "BadRequest", str(error))
+            return self._api_list(group_version, plural, query, matches)
+        with self._lock:
+            objects = self.stored.setdefault(collection, {})
+            if method == "GET" or method == "DELETE":
+                current = objects.get((namespace, name or ""))
+                if current is None:
+                    return 404, _status(404, "NotFound", f'{plural} "{name}" not found')
+                if method == "DELETE":
+                    del objects[(namespace, name or "")]
+                    return 200, _status(200, "Success", f"{plural} {name} deleted") | {"status": "Success"}
+                return 200, current
+            if body is None or method not in ("POST", "PUT"):
+                return 405, _status(405, "MethodNotAllowed", method)
+            object_name = body.get("metadata", {}).get("name", "")
+            key = (namespace if namespaced else "", object_name if method == "POST" else name or "")
+            current = objects.get(key)
+            if method == "POST" and current is not None:
+                return 409, _status(409, "AlreadyExists", f'{plural} "{object_name}" already exists')
+            if method == "PUT" and current is None:
+                return 404, _status(404, "NotFound", f'{plural} "{name}" not found')
+            if method == "PUT" and body["metadata"].get("resourceVersion") not in (
+                    None, current["metadata"]["resourceVersion"]):
+                return 409, _status(409, "Conflict", "the object has been modified; please apply your changes "
+                                    "to the latest version and try again")
+            self._version += 1
+            metadata = {**body.get("metadata", {}), "resourceVersion": str(self._version)}
+            metadata["uid"] = current["metadata"]["uid"] if current else f"uid-{plural}-{key[0]}-{key[1]}"
+            if namespaced:
+                metadata["namespace"] = key[0]
+            stored = {**body, "apiVersion": group_version, "kind": kind, "metadata": metadata}
+            objects[key] = stored
+            return (201 if method == "POST" else 200), stored
+
+    def _api_list(self, group_version: str, plural: str, query: dict[str, list[str]], matches: Any
+                  ) -> tuple[int, dict[str, Any]]:
+        limit = int(query.get("limit", ["0"])[0] or 0)
+        token = query.get("continue", [""])[0]
+        with self._lock:
+            offset, version = (int(part) for part in token.split(":")) if token else (0, self._version)
+            objects = self.stored.get(f"{group_version}/{plural}", {})
+            items = [objects[key] for key in sorted(objects) if matches(objects[key])]
+        page = items[offset:offset + limit] if limit else items[offset:]
+        metadata: dict[str, Any] = {"resourceVersion": str(version)}
+        if limit and offset + limit < len(items):
+            metadata["continue"] = f"{offset + limit}:{version}"
+        kind = API_RESOURCES[group_version][plural][0]
+        return 200, {"kind": f"{kind}List", "apiVersion": group_version, "metadata": metadata, "items": page}
+
+    # --- authorization.k8s.io: SubjectAccessReviews --------------------------------------------------------
+
+    def grant(self, who: str, **rule: str) -> None:
+        """Allow `who` (a user name, or `group:NAME`) what `rule` names: keys of the review's resourceAttributes
+        or nonResourceAttributes (verb, group, resource, subresource, namespace, name, path; fieldSelector and
+        labelSelector compare the raw selector); a key the rule leaves out matches anything."""
+        self.grants.append((who, rule))
+
+    def review_access(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        hold = self._access_hold
+        if hold is not None:
+            hold.wait(30)
+        if self.access_status is not None:
+            code = self.access_status
+            if code == 403:
+                return code, _status(code, "Forbidden", 'subjectaccessreviews.authorization.k8s.io is forbidden: '
+                                     'User "system:serviceaccount:webhook:webhook" cannot create resource '
+                                     '"subjectaccessreviews" in API group "authorization.k8s.io" at the cluster '
+                                     'scope')
+            return code, _status(code, "InternalError", "the fake API server is failing")
+        spec = body.get("spec") or {}
+        who = {spec.get("user", "")} | {f"group:{group}" for group in spec.get("groups") or ()}
+        attributes = dict(spec.get("resourceAttributes") or spec.get("nonResourceAttributes") or {})
+        notes = [self.access_error] if self.access_error else []
+        for kind, pattern in (("field", _FIELD_TERM), ("label", _REQUIREMENT)):
+            raw = (attributes.get(f"{kind}Selector") or {}).get("rawSelector", "")
+            if raw and not all(pattern.match(term) for term in re.split(r",(?![^()]*\))", raw)):
+                notes.append(f"spec.resourceAttributes.{kind}Selector ignored due to parse error")
+                attributes.pop(f"{kind}Selector")
+        status: dict[str, Any] = {"allowed": False, "reason": "no rule grants it"}
+        for index, (subject, rule) in enumerate(self.grants):
+            if subject in who and all(_access_attribute(attributes, key) == value for key, value in rule.items()):
+                status = {"allowed": True, "reason": f"granted by rule {index} ({subject})"}
+                break
+        if notes:
+            status["evaluationError"] = "; ".join(notes)
+        return 201, {**body, "status": status}
+
+    def access_reviews(self) -> list[dict[str, Any]]:
+        """The specs of the SubjectAccessReviews created so far, in order."""
+        return [body["spec"] for method, path, body in list(self.requests)
+                if method == "POST" and urlsplit(path).path == ACCESS_REVIEWS and body is not None]
+
+    def hold_access_reviews(self) -> None:
+        """Leave SubjectAccessReviews unanswered (a hung API server) until `release_access_reviews`."""
+        self._access_hold = threading.Event()
+
+    def release_access_reviews(self) -> None:
+        hold, self._access_hold = self._access_hold, None
+        if hold is not None:
+            hold.set()
+
     def kubeconfig(self, directory: Path) -> Path:
         path = directory / "kubeconfig"
         path.write_text(yaml.safe_dump({
@@ -342,11 +536,21 @@ class FakeAPIServer:
         return path
 
     def close(self) -> None:
+        self.release_access_reviews()
         self.go_down()
 
 
 def _everything(obj: dict[str, Any]) -> bool:
     return True
+
+
+_FIELD_TERM = re.compile(r"^[^!=]+(==|=|!=)[^!=]*$")
+
+
+def _access_attribute(attributes: dict[str, Any], key: str) -> str:
+    if key in ("fieldSelector", "labelSelector"):
+        return str((attributes.get(key) or {}).get("rawSelector", ""))
+    return str(attributes.get(key, ""))
 
 
 _REQUIREMENT = re.compile(r"^\s*(?:(?P<not>!)\s*(?P<absent>[^\s!=(),]+)|(?P<key>[^\s!=(),]+)\s*(?:(?P<op>==|=|!=)"

@@ -1,9 +1,9 @@
 """The Kubernetes CEL library of our runtime (webhook.cel.kubernetes), called directly by overload id.
 
 Cases come from the doc comments and tests of k8s.io/apiserver/pkg/cel/library (quantity.go, semverlib.go, urls.go,
-ip.go, cidr.go, lists.go, regex.go, jsonpatch.go, format.go, image.go) and cel-go's ext/sets.go, with Kubernetes'
-own error texts. Each case also carries the CEL text of its doc example: cel-expr-python's type checker, given the
-library's declarations, must resolve that text to the case's overload id.
+ip.go, cidr.go, lists.go, regex.go, jsonpatch.go, format.go, image.go, authz.go) and cel-go's ext/sets.go, with
+Kubernetes' own error texts. Each case also carries the CEL text of its doc example: cel-expr-python's type checker,
+given the library's declarations, must resolve that text to the case's overload id.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from google.protobuf import any_pb2
 
 from webhook.cel import kubernetes
 from webhook.cel.kubernetes import CIDR, FUNCTIONS, IP, URL, Format, Image, Quantity, Semver
+from webhook.cel.kubernetes.authz import Attributes, Authorizer, Decision, GroupCheck, PathCheck, ResourceCheck, Subject
 from webhook.cel.kubernetes.formats import FORMATS
 from webhook.cel.kubernetes.images import parse_image
 from webhook.cel.kubernetes.network import parse_cidr, parse_ip
@@ -456,8 +457,80 @@ IMAGE_CASES = [
          source=f"image('{APISERVER}:latest@{DIGEST}').digest()", expected=DIGEST),
 ]
 
+
+
+def _answer(asked: Attributes) -> Decision:
+    """An authorizer that allows everything and says what it was asked (the server's asks the cluster)."""
+    target = asked.path if not asked.resource_request else "/".join(filter(None, (
+        asked.group, asked.version, asked.namespace, asked.resource, asked.name, asked.subresource)))
+    selectors = "".join(f" {s}" for s in (asked.field_selector, asked.label_selector) if s)
+    return Decision(True, f"{asked.subject.user} may {asked.verb} {target}{selectors}")
+
+
+AUTHORIZER = Authorizer(Subject.of("alice", groups=["dev"]), _answer)
+AZ = "kubernetes.authorization.Authorizer{}"  # a value of the type, for the checker (the variable is not declared)
+PODS = ResourceCheck(AUTHORIZER, "", "pods")
+DEPLOYMENTS = ResourceCheck(AUTHORIZER, "apps", "deployments")
+AUTHZ_CASES = [
+    case("authorizer_path", AUTHORIZER, "/healthz", source=f"{AZ}.path('/healthz')",
+         expected=PathCheck(AUTHORIZER, "/healthz")),
+    case("authorizer_path", AUTHORIZER, "", source=f"{AZ}.path('')", error="path must not be empty"),
+    case("authorizer_path", AUTHORIZER, "  ", source=f"{AZ}.path('  ')", error="path must not be empty"),
+    case("authorizer_group", AUTHORIZER, "apps", source=f"{AZ}.group('apps')",
+         expected=GroupCheck(AUTHORIZER, "apps")),
+    case("authorizer_group", AUTHORIZER, "", source=f"{AZ}.group('')", expected=GroupCheck(AUTHORIZER, "")),
+    case("authorizer_serviceaccount", AUTHORIZER, "default", "myserviceaccount",
+         source=f"{AZ}.serviceAccount('default', 'myserviceaccount')",
+         expected=Authorizer(Subject("system:serviceaccount:default:myserviceaccount", groups=(
+             "system:serviceaccounts", "system:serviceaccounts:default")), _answer)),
+    case("authorizer_serviceaccount", AUTHORIZER, "not@a#valid!namespace", "validname",
+         source=f"{AZ}.serviceAccount('not@a#valid!namespace', 'validname')",
+         error="Invalid service account namespace"),
+    case("authorizer_serviceaccount", AUTHORIZER, "valid.example.com", "invalid@*name",
+         source=f"{AZ}.serviceAccount('valid.example.com', 'invalid@*name')", error="Invalid service account name"),
+    case("groupcheck_resource", GroupCheck(AUTHORIZER, "apps"), "deployments",
+         source=f"{AZ}.group('apps').resource('deployments')", expected=DEPLOYMENTS),
+    case("groupcheck_resource", GroupCheck(AUTHORIZER, "apps"), "",
+         source=f"{AZ}.group('apps').resource('')", error="resource must not be empty"),
+    case("groupcheck_resource", GroupCheck(AUTHORIZER, "apps"), "  ",
+         source=f"{AZ}.group('apps').resource('  ')", error="resource must not be empty"),
+    case("resourcecheck_subresource", PODS, "status", source=f"{AZ}.group('').resource('pods').subresource('status')",
+         expected=ResourceCheck(AUTHORIZER, "", "pods", subresource="status")),
+    case("resourcecheck_namespace", DEPLOYMENTS, "test",
+         source=f"{AZ}.group('apps').resource('deployments').namespace('test')",
+         expected=ResourceCheck(AUTHORIZER, "apps", "deployments", namespace="test")),
+    case("resourcecheck_name", DEPLOYMENTS, "backend",
+         source=f"{AZ}.group('apps').resource('deployments').name('backend')",
+         expected=ResourceCheck(AUTHORIZER, "apps", "deployments", name="backend")),
+    case("authorizer_fieldselector", PODS, "spec.nodeName=mynode",
+         source=f"{AZ}.group('').resource('pods').fieldSelector('spec.nodeName=mynode')",
+         expected=ResourceCheck(AUTHORIZER, "", "pods", field_selector="spec.nodeName=mynode")),
+    case("authorizer_labelselector", PODS, "app=example",
+         source=f"{AZ}.group('').resource('pods').labelSelector('app=example')",
+         expected=ResourceCheck(AUTHORIZER, "", "pods", label_selector="app=example")),
+    case("resourcecheck_check", ResourceCheck(AUTHORIZER, "", "pods", namespace="default"), "create",
+         source=f"{AZ}.group('').resource('pods').namespace('default').check('create')",
+         expected=Decision(True, "alice may create */default/pods")),
+    case("resourcecheck_check", ResourceCheck(AUTHORIZER, "", "pods", field_selector="spec.nodeName=mynode"), "list",
+         source=f"{AZ}.group('').resource('pods').fieldSelector('spec.nodeName=mynode').check('list')",
+         expected=Decision(True, "alice may list */pods spec.nodeName=mynode")),
+    case("pathcheck_check", PathCheck(AUTHORIZER, "/healthz"), "get", source=f"{AZ}.path('/healthz').check('get')",
+         expected=Decision(True, "alice may get /healthz")),
+    case("decision_allowed", Decision(True), source=f"{AZ}.path('/healthz').check('get').allowed()", expected=True),
+    case("decision_allowed", Decision(False), source=f"{AZ}.path('/healthz').check('get').allowed()", expected=False),
+    case("decision_reason", Decision(False, "no RBAC policy matched"),
+         source=f"{AZ}.path('/healthz').check('GET').reason()", expected="no RBAC policy matched"),
+    case("decision_errored", Decision(False, error="webhook timed out"),
+         source=f"{AZ}.group('').resource('pods').namespace('default').check('create').errored()", expected=True),
+    case("decision_errored", Decision(True), source=f"{AZ}.path('/').check('get').errored()", expected=False),
+    case("decision_error", Decision(False, error="webhook timed out"),
+         source=f"{AZ}.group('').resource('pods').namespace('default').check('create').error()",
+         expected="webhook timed out"),
+    case("decision_error", Decision(True), source=f"{AZ}.path('/').check('get').error()", expected=""),
+]
+
 CASES = [*QUANTITY_CASES, *SEMVER_CASES, *REGEX_CASES, *URL_CASES, *NETWORK_CASES, *LIST_CASES, *FORMAT_CASES,
-         *IMAGE_CASES]
+         *IMAGE_CASES, *AUTHZ_CASES]
 
 
 def same(actual: Any, expected: Any) -> bool:

@@ -315,9 +315,9 @@ def test_a_server_past_the_bound_stays_ready_and_faults_the_binding_that_lost_it
         denied = wait_for(lambda: "incomplete" in (answer := verdict("tenant-a")).get("status", {}).get(
             "message", "") and answer, what="the fault past the bound")
         assert denied["allowed"] is False  # failurePolicy Fail
-        assert "policy fault: params from the cluster: the ConfigMaps for paramRef (all namespaces, labels " \
-            "example.com/params=quota) of namespace 'tenant-a' are incomplete: the bound of 2 MiB of cached params " \
-            "data (--cluster-params-max-mb) is reached" in denied["status"]["message"]
+        assert "failed to configure binding: params from the cluster: the ConfigMaps for paramRef (all namespaces, " \
+            "labels example.com/params=quota) of namespace 'tenant-a' are incomplete: the bound of 2 MiB of cached " \
+            "params data (--cluster-params-max-mb) is reached" in denied["status"]["message"]
         assert "at most 3 replicas" in verdict("team-b")["status"]["message"]  # complete: evaluated
         readiness = client.get("/readyz")
         assert readiness.status_code == 200

@@ -14,6 +14,11 @@ LAYERS = [
     {"webhook.cli", "webhook.__main__"},
     {"webhook.cli_parser"},
     {"webhook.server"},
+    # The background audit: its server loop and command, then its pieces (above admission and the events service).
+    {"webhook.background_audit.service", "webhook.background_audit.command"},
+    {"webhook.background_audit.ledger", "webhook.background_audit.reports"},
+    {"webhook.background_audit.scan", "webhook.background_audit.leader"},
+    {"webhook.background_audit.targets", "webhook.background_audit.api", "webhook.background_audit"},
     {"webhook.serving", "webhook.connections", "webhook.memory", "webhook.certtool", "webhook.registration",
      "webhook.testing", "webhook.cluster"},
     {"webhook.reflector"},

@@ -8,6 +8,8 @@ import time
 from typing import Any
 
 from webhook import authoring
+from webhook.cel.kubernetes.access import AccessReviewer
+from webhook.cel.kubernetes.authz import Subject
 from webhook.events.service import AdmissionFacts
 from webhook.policies.compiled import Phase, PolicySet
 from webhook.policies.deadline import DeadlineExceeded, deadline
@@ -27,8 +29,10 @@ log = logging.getLogger("webhook.admission")
 
 
 def request_context(policy_set: PolicySet, request: AdmissionRequest, raw: dict[str, Any], *,
-                    cluster: ClusterState = EMPTY, now: datetime.datetime | None = None) -> RequestContext:
-    """Everything evaluation needs, built once per request."""
+                    cluster: ClusterState = EMPTY, now: datetime.datetime | None = None,
+                    authorizer: AccessReviewer | None = None) -> RequestContext:
+    """Everything evaluation needs, built once per request; `authorizer`: the server's SubjectAccessReviews, for
+    the `authorizer` variable (when the policy set's engine offers it)."""
     request_resource = request.requestResource or request.resource
     key = ResourceKey(
         operation=request.operation,
@@ -48,7 +52,22 @@ def request_context(policy_set: PolicySet, request: AdmissionRequest, raw: dict[
         namespace_object=namespace_object, dry_run=request.dryRun,
         user_info=authoring.UserInfo(user.username, user.uid, tuple(user.groups), dict(user.extra)),
         cluster=cluster, now=now, namespace_problem=namespace_problem,
+        authorizer_bindings=_authorizer_bindings(policy_set, request, authorizer),
     )
+
+
+def _authorizer_bindings(policy_set: PolicySet, request: AdmissionRequest,
+                         reviewer: AccessReviewer | None) -> dict[str, Any]:
+    """`authorizer` for the requesting user and `authorizer.requestResource` for the request's own resource
+    (NewAuthorizerVal, NewResourceAuthorizerVal); none when the engine does not offer them."""
+    if reviewer is None or policy_set.engine.authorizer_problem is not None:
+        return {}
+    user = request.userInfo
+    authorizer = reviewer.authorizer(Subject.of(user.username, uid=user.uid, groups=user.groups, extra=user.extra))
+    name = request.name or _name_of(request.object) or _name_of(request.oldObject)
+    return {"authorizer": authorizer, "authorizer.requestResource": authorizer.request_resource(
+        group=request.resource.group, resource=request.resource.resource, subresource=request.subResource,
+        namespace=request.namespace, name=name)}
 
 
 _REQUEST_DEFAULTS = {"subResource": "", "requestSubResource": "", "name": "", "namespace": "", "dryRun": False}
@@ -74,12 +93,12 @@ def _name_of(obj: Any) -> str:
 
 def admit(policy_set: PolicySet, request: AdmissionRequest, raw: dict[str, Any], *, phase: Phase,
           failure_policy: str | None = None, deadline_seconds: float = 0.0, cluster: ClusterState = EMPTY,
-          now: datetime.datetime | None = None) -> Decision:
+          now: datetime.datetime | None = None, authorizer: AccessReviewer | None = None) -> Decision:
     """The verdict of the policies of `phase` on one request (only those with `failure_policy`, when given:
     `webhook register` routes Fail and Ignore policies through two webhooks, each evaluating its own).
     Evaluation stops at `deadline_seconds` (see webhook.policies.deadline): the policy running then and those
     not yet run are faults under their own failurePolicy."""
-    context = request_context(policy_set, request, raw, cluster=cluster, now=now)
+    context = request_context(policy_set, request, raw, cluster=cluster, now=now, authorizer=authorizer)
     policies = matching_policies(policy_set, phase, context)
     if failure_policy is not None:
         policies = [policy for policy in policies if policy.failure_policy == failure_policy]

@@ -139,6 +139,8 @@ class PythonPolicySpec:
     match_constraints: Mapping[str, Any]
     failure_policy: FailurePolicy
     params: Any
+    audit: bool = False  # judged by the background audit too (`webhook audit`, `serve --audit`)
+    annotations: Mapping[str, str] = field(default_factory=dict)  # as a YAML policy's (severity, category)
 
 
 # --- pod templates: one policy for Pods and every workload that makes them ------------------------------
@@ -185,7 +187,8 @@ def pod_metadata(obj: Any) -> Any:
 def _marker(phase: Phase, *, name: str | None, resources: Sequence[str], api_groups: Sequence[str],
             api_versions: Sequence[str], operations: Sequence[str],
             namespace_selector: Mapping[str, Any] | None, object_selector: Mapping[str, Any] | None,
-            failure_policy: FailurePolicy, params: Any, pod_templates: bool = False) -> Callable[[F], F]:
+            failure_policy: FailurePolicy, params: Any, pod_templates: bool = False, audit: bool = False,
+            annotations: Mapping[str, str] | None = None) -> Callable[[F], F]:
     match: dict[str, Any] = {
         "resourceRules": [{
             "apiGroups": list(api_groups),
@@ -200,7 +203,8 @@ def _marker(phase: Phase, *, name: str | None, resources: Sequence[str], api_gro
         match["objectSelector"] = dict(object_selector)
 
     def mark(function: F) -> F:
-        setattr(function, POLICY_MARK, PythonPolicySpec(name, phase, match, failure_policy, params))
+        setattr(function, POLICY_MARK, PythonPolicySpec(name, phase, match, failure_policy, params, audit,
+                                                        dict(annotations or {})))
         return function
 
     return mark
@@ -211,14 +215,18 @@ def validating(name: str | None = None, *, resources: Sequence[str], api_groups:
                namespace_selector: Mapping[str, Any] | None = None,
                object_selector: Mapping[str, Any] | None = None,
                failure_policy: FailurePolicy = "Fail", params: Any = None,
-               pod_templates: bool = False) -> Callable[[F], F]:
+               pod_templates: bool = False, audit: bool = False,
+               annotations: Mapping[str, str] | None = None) -> Callable[[F], F]:
     """Mark a function as a validating policy (called on /validate). Name defaults to the function's.
     With `pod_templates=True` it also gets the Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs and
-    CronJobs whose pods the rules would match; use `pod_spec(request.object)` to reach the pod spec."""
+    CronJobs whose pods the rules would match; use `pod_spec(request.object)` to reach the pod spec.
+    With `audit=True` the background audit judges existing objects with it too (as CREATE requests without a
+    user: only for functions that need nothing but the object); `annotations` give it a report's severity
+    and category, as a YAML policy's metadata.annotations (`policies.webhook.dev/severity`, `.../category`)."""
     return _marker("validate", name=name, resources=resources, api_groups=api_groups,
                    api_versions=api_versions, operations=operations, namespace_selector=namespace_selector,
                    object_selector=object_selector, failure_policy=failure_policy, params=params,
-                   pod_templates=pod_templates)
+                   pod_templates=pod_templates, audit=audit, annotations=annotations)
 
 
 def mutating(name: str | None = None, *, resources: Sequence[str], api_groups: Sequence[str] = ("*",),

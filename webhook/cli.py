@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from webhook.cel.environment import parse_version
 from webhook.cli_parser import build_parser
 from webhook.config import Settings
 from webhook.errors import ConfigError, PolicyLoadError
@@ -146,7 +147,8 @@ def _terminate_with_parent() -> None:
 
 def _lint(arguments: argparse.Namespace) -> int:
     try:
-        policy_set = load_policy_set(arguments.directory, engine=make_engine(arguments.cel_engine))
+        policy_set = load_policy_set(arguments.directory, engine=make_engine(
+            arguments.cel_engine, kubernetes_version=parse_version(arguments.kubernetes_version)))
     except PolicyLoadError as error:
         for problem in error.problems:
             print(problem)
@@ -248,7 +250,8 @@ def _register(arguments: argparse.Namespace) -> int:
     from webhook import registration
 
     try:
-        policy_set = load_policy_set(arguments.policies, engine=make_engine(arguments.cel_engine))
+        # Only the rules are read here: policies that use `authorizer` load (the serving server checks its own).
+        policy_set = load_policy_set(arguments.policies, engine=make_engine(arguments.cel_engine, cluster=True))
         ca_bundle = arguments.ca_file.read_bytes()
     except PolicyLoadError as error:
         print("\n".join(str(problem) for problem in error.problems), file=sys.stderr)
@@ -302,11 +305,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _certs(arguments)
     if arguments.command == "register":
         return _register(arguments)
+    if arguments.command == "audit":
+        from webhook.background_audit.command import command as audit
+
+        return audit(arguments)
     if arguments.command == "test":
         from webhook.testing import command
 
-        return command(arguments.path, policies=arguments.policies, engine=make_engine(arguments.cel_engine),
-                       output=arguments.output)
+        return command(arguments.path, policies=arguments.policies, output=arguments.output, engine=make_engine(
+            arguments.cel_engine, kubernetes_version=parse_version(arguments.kubernetes_version)))
     return _lint(arguments)
 
 

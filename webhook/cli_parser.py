@@ -6,11 +6,28 @@ import argparse
 import os
 from pathlib import Path
 
+from webhook.cel.environment import parse_version, version_text
+from webhook.cel.kubernetes import NEWEST_VERSION
 from webhook.certs import KEY_ALGORITHMS
 from webhook.config import DEFAULT_MAX_BODY_BYTES
 from webhook.policies.cel import DEFAULT_ENGINE, ENGINE_NAMES
 
 Commands = argparse._SubParsersAction  # what add_subparsers returns: argparse has no public name for it
+
+
+def _kubernetes_version(text: str) -> str:
+    try:
+        major, minor = parse_version(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return f"{major}.{minor}"
+
+
+def _add_kubernetes_version(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kubernetes-version", type=_kubernetes_version,
+                        default=_environment("KUBERNETES_VERSION", version_text(NEWEST_VERSION)),
+                        help="the Kubernetes whose CEL environment policies compile in (1.30 to 1.33, default the "
+                        "newest): a function that version lacks is a load error at its line (builtin engine)")
 
 
 def _environment(name: str, default: str) -> str:
@@ -33,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_certs(commands)
     _add_register(commands)
     _add_test_and_lint(commands)
+    _add_audit(commands)
     return parser
 
 
@@ -51,6 +69,7 @@ def _add_serve(commands: Commands[argparse.ArgumentParser]) -> None:
                        help="extra name for the generated certificate (repeatable)")
     serve.add_argument("--workers", type=int, default=int(_environment("WORKERS", "1")))
     serve.add_argument("--cel-engine", choices=ENGINE_NAMES, default=_environment("CEL_ENGINE", DEFAULT_ENGINE))
+    _add_kubernetes_version(serve)
     serve.add_argument("--max-body-bytes", type=int,
                        default=int(_environment("MAX_BODY_BYTES", str(DEFAULT_MAX_BODY_BYTES))))
     serve.add_argument("--no-watch", action="store_false", dest="watch_policies",
@@ -110,6 +129,68 @@ def _add_serve(commands: Commands[argparse.ArgumentParser]) -> None:
     serve.add_argument("--max-connections", type=int, default=int(_environment("MAX_CONNECTIONS", "1000")),
                        help="per process, handshakes included; past it new ones are closed at once (default 1000)")
     _add_cluster_state(serve)
+    _add_audit_loop(serve)
+
+
+def _add_audit_loop(serve: argparse.ArgumentParser) -> None:
+    audit = serve.add_argument_group(
+        "background audit", "One replica (the holder of a coordination.k8s.io Lease) judges the objects already in "
+        "the cluster with the validating policies, writes policy reports and announces changes as "
+        "dev.webhook.audit.violation / .resolved events; needs the cluster (--kubeconfig, --kube-context or "
+        "--in-cluster). See `webhook audit --help` for how objects are presented.")
+    audit.add_argument("--audit", action="store_true", default=_environment("AUDIT", "false").lower() in
+                       ("1", "true", "yes"), help="run the audit loop (default: off; on in the Helm chart)")
+    audit.add_argument("--audit-interval-seconds", type=float,
+                       default=float(_environment("AUDIT_INTERVAL_SECONDS", "3600")),
+                       help="audit again this often, and after every policy reload (default 3600)")
+    audit.add_argument("--audit-page-size", type=int, default=int(_environment("AUDIT_PAGE_SIZE", "500")),
+                       help="objects per list page (default 500): what the audit holds at most at a time")
+    audit.add_argument("--audit-qps", type=float, default=float(_environment("AUDIT_QPS", "10")),
+                       help="API requests per second of the audit (default 10, burst twice that)")
+    audit.add_argument("--audit-objects-per-second", type=float,
+                       default=float(_environment("AUDIT_OBJECTS_PER_SECOND", "1000")),
+                       help="objects judged per second at most, so that a pass leaves the admission requests "
+                       "their CPU (default 1000; 0: no limit)")
+    audit.add_argument("--audit-report-format", choices=("openreports", "policyreport"),
+                       default=_environment("AUDIT_REPORT_FORMAT", "openreports"),
+                       help="openreports.io/v1alpha1 Report (default) or wgpolicyk8s.io/v1alpha2 PolicyReport")
+    audit.add_argument("--no-audit-reports", action="store_false", dest="audit_reports",
+                       default=_environment("AUDIT_REPORTS", "true").lower() in ("1", "true", "yes"),
+                       help="do not write reports (events and metrics only)")
+    audit.add_argument("--audit-lease-name", default=_environment("AUDIT_LEASE_NAME", "webhook-audit"))
+    audit.add_argument("--audit-lease-namespace", default=os.environ.get("WEBHOOK_AUDIT_LEASE_NAMESPACE") or None,
+                       help="default: POD_NAMESPACE, the service account's namespace, else default")
+    audit.add_argument("--audit-exempt-namespace", action="append", default=None, dest="audit_exempt_namespaces",
+                       help="a namespace the audit skips, besides kube-system and the server's own (repeatable)")
+
+
+def _add_audit(commands: Commands[argparse.ArgumentParser]) -> None:
+    audit = commands.add_parser(
+        "audit", formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="judge the objects already in a cluster with a policy directory (one pass)",
+        description="List the resources the validating policies name (in pages) and judge each object as the API "
+        "server would present it being created (operation CREATE, no old object, no user), as Gatekeeper's audit "
+        "does; print the results that are not a pass, per policy and object.",
+        epilog="Python policies take part only with @validating(..., audit=True).\n"
+        "exit status: 0 no violation; 1 some violation (or a policy error on some object); 2 the policies, the "
+        "cluster configuration or the API failed (an incomplete pass)")
+    audit.add_argument("--policies", type=Path, default=Path(_environment("POLICIES", "policies")))
+    audit.add_argument("--cel-engine", choices=ENGINE_NAMES, default=_environment("CEL_ENGINE", DEFAULT_ENGINE))
+    _add_kubernetes_version(audit)
+    source = audit.add_mutually_exclusive_group()
+    source.add_argument("--kubeconfig", type=Path, default=None, help="default: $KUBECONFIG or ~/.kube/config")
+    source.add_argument("--in-cluster", action="store_true", help="the service account of the Pod this runs in")
+    audit.add_argument("--context", default=None, help="the kubeconfig context (default: its current one)")
+    audit.add_argument("--output", choices=("table", "json"), default="table")
+    audit.add_argument("--write-reports", action="store_true", help="write the policy reports once (a complete "
+                       "pass only): one per namespace, plus one for cluster-scoped objects")
+    audit.add_argument("--report-format", choices=("openreports", "policyreport"), default="openreports")
+    audit.add_argument("--page-size", type=int, default=500, help="objects per list page (default 500)")
+    audit.add_argument("--qps", type=float, default=20.0, help="API requests per second (default 20)")
+    audit.add_argument("--exempt-namespace", action="append", default=["kube-system"], dest="exempt_namespaces",
+                       help="a namespace to skip (repeatable; kube-system always is)")
+    audit.add_argument("--evaluation-deadline-seconds", type=float, default=1.0,
+                       help="per object, as for a review (default 1; 0: none)")
 
 
 def _add_cluster_state(serve: argparse.ArgumentParser) -> None:
@@ -212,8 +293,10 @@ def _add_test_and_lint(commands: Commands[argparse.ArgumentParser]) -> None:
     test.add_argument("--policies", type=Path, default=None,
                       help="the policy directory (default: PATH, or the test file's directory)")
     test.add_argument("--cel-engine", choices=ENGINE_NAMES, default=_environment("CEL_ENGINE", DEFAULT_ENGINE))
+    _add_kubernetes_version(test)
     test.add_argument("--output", choices=("table", "json"), default="table")
 
     lint = commands.add_parser("lint", help="load a policy directory and print its problems as path:line:column")
     lint.add_argument("directory", type=Path)
     lint.add_argument("--cel-engine", choices=ENGINE_NAMES, default=_environment("CEL_ENGINE", DEFAULT_ENGINE))
+    _add_kubernetes_version(lint)

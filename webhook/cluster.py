@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import json
 import logging
 import sys
 import threading
@@ -36,6 +37,7 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from webhook.cel.kubernetes.access import ReviewFailed
 from webhook.policies.compiled import PolicySet
 from webhook.policies.matching import labels_of, selector_matches
 from webhook.policies.model import ParamKind, ParamRef
@@ -412,3 +414,36 @@ def api_client_for(*, kubeconfig: Any = None, context: str | None = None, in_clu
             client_configuration=configuration, persist_config=False)
     configuration.retries = 0  # the reflectors retry, with backoff
     return client.ApiClient(configuration)
+
+
+def review_access(api_client: Any, spec: dict[str, Any], *, timeout: float) -> dict[str, Any]:
+    """Create a SubjectAccessReview (authorization.k8s.io/v1) with `spec` and return its status; raise
+    ReviewFailed, saying why, when the API server is unreachable, does not answer within `timeout` seconds, or
+    refuses the review (such as 403 without RBAC `create` on `subjectaccessreviews`)."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError, MaxRetryError, NewConnectionError
+    from urllib3.exceptions import TimeoutError as RequestTimeout
+
+    body: Any = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec}
+    try:
+        response: Any = client.AuthorizationV1Api(api_client).create_subject_access_review(
+            body, _request_timeout=timeout, _preload_content=False)
+        answer = json.loads(response.data)
+    except ApiException as error:
+        try:
+            message = json.loads(error.body or b"{}").get("message") or ""
+        except (ValueError, AttributeError):
+            message = ""
+        raise ReviewFailed(f"{error.status} {error.reason}" + (f": {message}" if message else "")) from None
+    except (HTTPError, OSError, ValueError) as error:
+        cause: BaseException = error.reason if isinstance(error, MaxRetryError) and error.reason else error
+        if isinstance(cause, NewConnectionError):  # a ConnectTimeoutError too; its text starts with a repr
+            cause = cause.__cause__ or cause
+        elif isinstance(cause, RequestTimeout | TimeoutError):
+            raise ReviewFailed(f"no answer from the API server within {timeout:g}s") from None
+        if isinstance(cause, ValueError):
+            raise ReviewFailed(f"the API server's answer is not JSON: {cause}") from None
+        raise ReviewFailed(f"cannot reach the API server: {cause}") from None
+    status = answer.get("status") if isinstance(answer, dict) else None
+    return status if isinstance(status, dict) else {}

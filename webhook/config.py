@@ -30,6 +30,7 @@ class Settings(BaseModel):
     dns_names: tuple[str, ...] = ()
     workers: int = Field(default=1, ge=1, le=64)
     cel_engine: Literal["builtin", "cel-expr-python", "cel-python"] = "builtin"
+    kubernetes_version: str = "1.33"  # whose CEL environment policies compile in (webhook.cel.environment)
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1024)
     watch_policies: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -80,6 +81,30 @@ class Settings(BaseModel):
     cluster_max_pods: int = Field(default=200_000, ge=1)
     # Bytes of ConfigMap data cached for params, all paramRefs together (webhook.cluster): past it, left out.
     cluster_params_max_mb: int = Field(default=64, ge=1, le=4096)
+    # The background audit (webhook.background_audit.service): needs the cluster; off by default, on in the Helm chart.
+    audit: bool = False
+    audit_interval_seconds: float = Field(default=3600.0, gt=0)
+    audit_page_size: int = Field(default=500, ge=1, le=10_000)
+    audit_qps: float = Field(default=10.0, ge=0)
+    audit_objects_per_second: float = Field(default=1000.0, ge=0)
+    audit_report_format: Literal["openreports", "policyreport"] = "openreports"
+    audit_reports: bool = True
+    audit_lease_name: str = Field(default="webhook-audit", pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    audit_lease_namespace: str | None = None
+    audit_exempt_namespaces: tuple[str, ...] = ("kube-system",)
+
+    def kubernetes_minor(self) -> tuple[int, int]:
+        from webhook.cel.environment import parse_version
+
+        return parse_version(self.kubernetes_version)
+
+    @model_validator(mode="after")
+    def _check_kubernetes_version(self) -> Settings:
+        try:
+            self.kubernetes_minor()
+        except ValueError as error:
+            raise ValueError(f"kubernetes_version: {error}") from None
+        return self
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:
@@ -93,6 +118,8 @@ class Settings(BaseModel):
             raise ValueError("give --in-cluster, or --kubeconfig and/or --kube-context, not both")
         if self.kubeconfig is not None and not self.kubeconfig.is_file():
             raise ValueError(f"--kubeconfig {self.kubeconfig} is not a file")
+        if self.audit and not self.cluster_configured:
+            raise ValueError("--audit needs the cluster: give --kubeconfig, --kube-context or --in-cluster")
         return self
 
     @property

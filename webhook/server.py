@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import re
@@ -19,8 +20,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
 
 from webhook.admission import admission_facts, admit
+from webhook.background_audit import service as audit_service
+from webhook.cel.kubernetes.access import AccessReviewer, review_timeout
 from webhook.certs import CertificateWatcher, certificate_expiry
-from webhook.cluster import LiveClusterState
+from webhook.cluster import LiveClusterState, review_access
 from webhook.config import Settings, settings_from_environment
 from webhook.errors import BadRequest
 from webhook.events.model import event_source
@@ -133,6 +136,9 @@ def create_app(settings: Settings) -> FastAPI:
 
     # The live cluster state, when configured: watches of this process's own (each worker has its own).
     live = LiveClusterState.from_settings(settings) if settings.cluster_configured else None
+    # The `authorizer` of policies: SubjectAccessReviews through the same connection, cached briefly.
+    reviewer = None if live is None else AccessReviewer(functools.partial(
+        review_access, live.api_client, timeout=review_timeout(settings.evaluation_deadline_seconds)))
 
     def policy_set_event(status: LoadStatus, policy_set: PolicySet | None) -> None:
         if policy_set is not None:
@@ -143,9 +149,12 @@ def create_app(settings: Settings) -> FastAPI:
                                  problems=[str(problem) for problem in status.problems])
         if live is not None and policy_set is not None:  # params watches start at load, not at the first review
             live.follow(policy_set)
+        if audit is not None and policy_set is not None:
+            audit.policies_changed()
 
-    store = PolicyStore(settings.policies, engine=make_engine(settings.cel_engine), metrics=metrics,
-                        on_load=policy_set_event)
+    store = PolicyStore(settings.policies, engine=make_engine(settings.cel_engine, cluster=live is not None,
+                                                              kubernetes_version=settings.kubernetes_minor()),
+                        metrics=metrics, on_load=policy_set_event)
     # `webhook serve` fills in the guard's limits (webhook.memory.with_memory_limits); an app made from Settings()
     # alone (tests) has none.
     guard = (MemoryGuard(soft_mb=settings.memory_soft_limit_mb or 0, hard_mb=settings.memory_hard_limit_mb or 0,
@@ -155,6 +164,9 @@ def create_app(settings: Settings) -> FastAPI:
     cluster: ClusterState = live if live is not None else EMPTY
     if live is not None:
         metrics.add_collector(live)
+    # --audit: one replica judges the objects already in the cluster (webhook.background_audit.service); never /readyz.
+    audit = (audit_service.for_server(settings, live=live, store=store, events=events, metrics=metrics)
+             if live is not None and settings.audit else None)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -166,6 +178,7 @@ def create_app(settings: Settings) -> FastAPI:
         spooling = asyncio.create_task(_maintain_events(events, stop))
         watching_certificates = asyncio.create_task(_watch_certificates(certificates, metrics, settings, stop))
         watching_memory = asyncio.create_task(guard.watch(stop)) if guard is not None else None
+        auditing = asyncio.create_task(audit.run(stop)) if audit is not None else None
         with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):  # main thread only
             asyncio.get_running_loop().add_signal_handler(DRAIN_SIGNAL, DRAINING.set)
         if not deadline.install() and settings.evaluation_deadline_seconds > 0:
@@ -188,6 +201,8 @@ def create_app(settings: Settings) -> FastAPI:
             await watching_certificates
             if watching_memory is not None:
                 await watching_memory
+            if auditing is not None:  # releases the audit Lease
+                await auditing
             events.close()
             if deliverer is not None:
                 deliverer.stop()
@@ -237,7 +252,8 @@ def create_app(settings: Settings) -> FastAPI:
         if live is not None:
             policy_set = live.with_params(policy_set)  # the live ConfigMaps as params objects too
         decision = admit(policy_set, parsed.request, raw, phase=phase, failure_policy=failure_policy,
-                         deadline_seconds=settings.evaluation_deadline_seconds, cluster=cluster)
+                         deadline_seconds=settings.evaluation_deadline_seconds, cluster=cluster,
+                         authorizer=reviewer)
         for result in decision.results:
             if result.faults:
                 metrics.policy_errors.labels(result.policy.name).inc()

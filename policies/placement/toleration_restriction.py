@@ -203,7 +203,7 @@ def default_tolerations(request: AdmissionRequest) -> Patch | None:
 
 
 @validating("namespace-toleration-whitelist", resources=["pods"], api_groups=[""], api_versions=["v1"],
-            operations=["CREATE", "UPDATE"], pod_templates=True, params=PARAMS)
+            operations=["CREATE", "UPDATE"], pod_templates=True, params=PARAMS, audit=True)
 def toleration_whitelist(request: AdmissionRequest) -> Deny | None:
     spec = pod_spec(request.object)
     if request.operation == "UPDATE":

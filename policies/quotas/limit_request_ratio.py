@@ -63,7 +63,7 @@ def _problems(container: Any, caps: dict[str, Fraction]) -> list[str]:
 
 @validating("limit-request-ratio", resources=["pods", "pods/resize"], api_groups=[""], api_versions=["v1"],
             operations=["CREATE", "UPDATE"], pod_templates=True,
-            namespace_selector={"matchLabels": {"environment": "production"}}, params=PARAMS)
+            namespace_selector={"matchLabels": {"environment": "production"}}, params=PARAMS, audit=True)
 def limit_request_ratio(request: AdmissionRequest):
     spec = pod_spec(request.object)
     if not isinstance(spec, dict):

@@ -85,7 +85,7 @@ def _owned_by_checked_parent(obj: dict[str, Any]) -> bool:
 @validating("team-workload-budget", resources=["deployments", "statefulsets", "replicasets", "jobs", "cronjobs"],
             api_groups=["apps", "batch"], api_versions=["v1"], operations=["CREATE", "UPDATE"],
             namespace_selector={"matchExpressions": [{"key": PARAMS["teamLabel"], "operator": "Exists"}]},
-            params=PARAMS)
+            params=PARAMS, audit=True)
 def team_workload_budget(request: AdmissionRequest):
     obj = request.object
     if not isinstance(obj, dict) or _owned_by_checked_parent(obj):

@@ -113,13 +113,21 @@ def standard_functions() -> FunctionTable:
 
 class Environment:
     """Declared variables (name -> cel_expr_python Type), CEL's standard library with the strings, math,
-    optional, bindings and encoders extensions, and the Kubernetes library."""
+    optional, bindings and encoders extensions, and the Kubernetes library as an API server of
+    `kubernetes_version` (major, minor) declares it: the format library and authz selectors from 1.31, two-variable
+    comprehensions from 1.32, semver and image from 1.33 (a function a version lacks is a compile error, as there).
+    """
 
     def __init__(self, variables: Mapping[str, Any] | None = None, *, container: str = "",
-                 functions: FunctionTable | None = None, declarations: Sequence[Any] = ()) -> None:
+                 functions: FunctionTable | None = None, declarations: Sequence[Any] = (),
+                 kubernetes_version: tuple[int, int] = kubernetes.NEWEST_VERSION) -> None:
         from cel_expr_python import cel
 
+        if not kubernetes.OLDEST_VERSION <= kubernetes_version <= kubernetes.NEWEST_VERSION:
+            raise ValueError(f"Kubernetes {kubernetes_version[0]}.{kubernetes_version[1]} is not supported: "
+                             f"{version_text(kubernetes.OLDEST_VERSION)} to {version_text(kubernetes.NEWEST_VERSION)}")
         self._cel = cel
+        self.kubernetes_version = kubernetes_version
         self.variables = dict(variables or {})
         self.container = container
         self.functions = functions if functions is not None else standard_functions()
@@ -127,17 +135,33 @@ class Environment:
         self._options: dict[str, Any] = {"descriptor_pool": kubernetes.descriptor_pool()}
         if container:
             self._options["container"] = container
-        self._declarations = [*kubernetes.declarations(cel), *declarations]
+        self._declarations = [*kubernetes.declarations(cel, kubernetes_version), *declarations]
         self._env = cel.NewEnv(variables=self.variables, extensions=self._extensions(),
                                functions=self._declarations, **self._options)
         self._two_variable_envs: dict[frozenset[str], Any] = {}
+        self._arguments: dict[str, Any] = {"container": container, "functions": self.functions,
+                                           "declarations": declarations}
+
+    def _versioned(self, error: CelCompileError, source: str) -> CelCompileError:
+        """The error, saying so when a newer Kubernetes would compile the expression (a function this version lacks)."""
+        for minor in range(self.kubernetes_version[1] + 1, kubernetes.NEWEST_VERSION[1] + 1):
+            newer = Environment(self.variables, kubernetes_version=(1, minor), **self._arguments)
+            try:
+                newer._environment_for(source).compile(source)
+            except RuntimeError:
+                continue
+            error.message = f"{error.message} (Kubernetes 1.{minor} has it; this environment is Kubernetes " \
+                            f"{version_text(self.kubernetes_version)}: --kubernetes-version)"
+            error.args = (error.message,)
+            return error
+        return error
 
     def compile(self, source: str, *, disable_check: bool = False) -> Program:
         env = self._env if disable_check else self._environment_for(source)
         try:
             expression = env.compile(source, disable_check=disable_check)
         except RuntimeError as error:
-            raise _compile_error(str(error)) from error
+            raise self._versioned(_compile_error(str(error)), source) from error
         envelope = any_pb2.Any()
         envelope.ParseFromString(expression.serialize())
         references: Mapping[int, checked_pb2.Reference] = {}
@@ -181,7 +205,7 @@ class Environment:
     def _environment_for(self, source: str) -> Any:
         """The checker's environment for `source`: with two-variable comprehensions (which cel-expr-python's
         parser leaves as calls), one that also declares them and their iteration variables (as dyn)."""
-        if not _TWO_VARIABLE_HINT.search(source):
+        if not _TWO_VARIABLE_HINT.search(source) or self.kubernetes_version < TWO_VARIABLE_VERSION:
             return self._env
         try:
             parsed = self._env.compile(source, disable_check=True)
@@ -203,6 +227,25 @@ class Environment:
             if len(self._two_variable_envs) < 64:
                 self._two_variable_envs[names] = env
         return env
+
+
+TWO_VARIABLE_VERSION = (1, 32)  # ext.TwoVarComprehensions in Kubernetes' base environment
+
+
+def version_text(version: tuple[int, int]) -> str:
+    return f"{version[0]}.{version[1]}"
+
+
+def parse_version(text: str) -> tuple[int, int]:
+    """`1.31` as (1, 31); ValueError with the supported range for anything else."""
+    found = re.fullmatch(r"v?(\d+)\.(\d+)(?:\.\d+)?", text.strip())
+    supported = f"{version_text(kubernetes.OLDEST_VERSION)} to {version_text(kubernetes.NEWEST_VERSION)}"
+    if found is None:
+        raise ValueError(f"not a Kubernetes version (major.minor): {text!r}; supported: {supported}")
+    version = (int(found.group(1)), int(found.group(2)))
+    if not kubernetes.OLDEST_VERSION <= version <= kubernetes.NEWEST_VERSION:
+        raise ValueError(f"Kubernetes {version_text(version)} is not supported: {supported}")
+    return version
 
 
 _TWO_VARIABLE_HINT = re.compile(

@@ -10,6 +10,7 @@ from typing import Any
 ADMISSION_TYPE_PREFIX = "dev.webhook.admission."
 POLICY_TYPE_PREFIX = "dev.webhook.policy."
 SUBSCRIBER_TYPE_PREFIX = "dev.webhook.subscriber."
+AUDIT_TYPE_PREFIX = "dev.webhook.audit."  # .violation, .resolved (webhook.background_audit)
 _ID_NAMESPACE = uuid.UUID("6f1c5d0e-7e55-4a52-9b62-2a7d0f6a4c11")
 REDACTED = "<redacted>"
 

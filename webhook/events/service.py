@@ -220,6 +220,12 @@ class EventRecorder:
                                       source=self.settings.source, subject=f"subscribers/{name}")
         self._record_event(attributes, {"subscriber": name, "reason": detail})
 
+    def record_audit(self, *, event_type: str, event_id: str, subject: str, data: dict[str, Any]) -> None:
+        """A background audit's change of state (`violation`, `resolved`: see webhook.background_audit.ledger)."""
+        attributes = model.attributes(event_id=event_id, event_type=model.AUDIT_TYPE_PREFIX + event_type,
+                                      source=self.settings.source, subject=subject)
+        self._record_event(attributes, data)
+
 
 class EventDeliverer:
     """The delivery side: spool -> outbox -> subscribers."""

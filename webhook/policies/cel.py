@@ -33,6 +33,15 @@ EngineName = Literal["builtin", "cel-expr-python", "cel-python"]
 ExpectedType = Literal["bool", "string", "list", "any"]
 # Every name an expression can refer to, as in the Kubernetes API server.
 VARIABLE_NAMES = ("object", "oldObject", "request", "params", "namespaceObject", "variables")
+# ... and, on the builtin engine with a cluster connection, the authorizer's (webhook.cel.kubernetes.authz).
+AUTHORIZER_NAMES = ("authorizer", "authorizer.requestResource")
+# Why a policy that uses `authorizer` is refused at load (Engine.authorizer_problem).
+NO_CLUSTER_FOR_AUTHORIZER = (
+    "`authorizer` needs a connection to a cluster (its checks are SubjectAccessReviews): start `webhook serve` "
+    "with --kubeconfig, --kube-context or --in-cluster (webhook lint and webhook test have none); see README, "
+    "Kubernetes policies")
+BUILTIN_ONLY_AUTHORIZER = ("`authorizer` is available on the builtin CEL engine only (--cel-engine builtin); this "
+                           "server uses {engine}")
 _MAX_MESSAGE = 500
 class CelEvaluationError(Exception):
     """An expression that failed at run time (an error value or a raised error), or a wrong result type."""
@@ -50,6 +59,7 @@ class Engine(Protocol):
     name: EngineName
     shares_activation: bool  # True: one activation per request, params and variables bound in each program
     bounded: bool  # True: evaluation has a cost limit and can be interrupted anywhere (no nesting limit needed)
+    authorizer_problem: str | None  # None: expressions may use `authorizer`; else why a policy using it is refused
 
     def compile(self, source: str, *, expect: ExpectedType, scope: PolicyScope | None = None) -> Program: ...
 
@@ -143,6 +153,7 @@ class CelExprEngine:
     name: EngineName = "cel-expr-python"
     shares_activation = True
     bounded = False  # its C++ loops run to their end: the loader limits comprehension nesting
+    authorizer_problem: str | None = NO_CLUSTER_FOR_AUTHORIZER
 
     def __init__(self) -> None:
         from cel_expr_python import cel
@@ -311,6 +322,7 @@ class CelpyEngine:
     name: EngineName = "cel-python"
     shares_activation = False
     bounded = False
+    authorizer_problem: str | None = NO_CLUSTER_FOR_AUTHORIZER
 
     def __init__(self) -> None:
         import celpy
@@ -411,14 +423,22 @@ class CelpyEngine:
         return value
 
 
-def make_engine(name: str) -> Engine:
-    """The engine called `name` (one of ENGINE_NAMES)."""
+def make_engine(name: str, *, cluster: bool = False, kubernetes_version: tuple[int, int] | None = None) -> Engine:
+    """The engine called `name` (one of ENGINE_NAMES); `cluster`: the server has a cluster connection, so the
+    builtin engine lets expressions use `authorizer` (a SubjectAccessReview per check); `kubernetes_version`: the
+    Kubernetes whose CEL environment the builtin engine declares (None: the newest supported; the other engines
+    have fixed function sets of their own, docs/cel-library.md)."""
+    engine: Engine
     if name == "builtin":
         from webhook.policies.cel_runtime import BuiltinEngine
 
-        return BuiltinEngine()
+        return BuiltinEngine(authorizer=cluster, kubernetes_version=kubernetes_version)
     if name == "cel-expr-python":
-        return CelExprEngine()
-    if name == "cel-python":
-        return CelpyEngine()
-    raise ValueError(f"unknown CEL engine {name!r}; choose one of {', '.join(ENGINE_NAMES)}")
+        engine = CelExprEngine()
+    elif name == "cel-python":
+        engine = CelpyEngine()
+    else:
+        raise ValueError(f"unknown CEL engine {name!r}; choose one of {', '.join(ENGINE_NAMES)}")
+    if cluster:
+        engine.authorizer_problem = BUILTIN_ONLY_AUTHORIZER.format(engine=name)
+    return engine

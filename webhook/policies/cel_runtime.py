@@ -12,8 +12,11 @@ from typing import Any
 
 from webhook.cel.codegen import UNSET, generate_linked
 from webhook.cel.environment import PER_CALL_LIMIT, Environment, Program
+from webhook.cel.kubernetes import NEWEST_VERSION
+from webhook.cel.kubernetes.authz import VARIABLES as AUTHORIZER_VARIABLES
 from webhook.cel.values import CelError, UInt, type_of
 from webhook.policies.cel import (
+    NO_CLUSTER_FOR_AUTHORIZER,
     PLAIN_TYPES,
     VARIABLE_NAMES,
     CelEvaluationError,
@@ -139,11 +142,18 @@ class BuiltinEngine:
     shares_activation = False
     bounded = True  # cost-limited and interruptible: no nesting limit needed at load
 
-    def __init__(self) -> None:
+    def __init__(self, *, authorizer: bool = False, kubernetes_version: tuple[int, int] | None = None) -> None:
+        """`authorizer`: the server has a cluster connection, so policies may use `authorizer` (it is declared,
+        with Kubernetes' types, either way: the loader refuses it without one); `kubernetes_version`: whose CEL
+        environment to declare (None: the newest supported)."""
         from cel_expr_python import cel
 
         self._cel = cel
-        self._environment = Environment({name: cel.Type.DYN for name in VARIABLE_NAMES})
+        self.authorizer_problem: str | None = None if authorizer else NO_CLUSTER_FOR_AUTHORIZER
+        self._environment = Environment({**{name: cel.Type.DYN for name in VARIABLE_NAMES},
+                                         **{name: cel.Type(type_name)
+                                            for name, type_name in AUTHORIZER_VARIABLES.items()}},
+                                        kubernetes_version=kubernetes_version or NEWEST_VERSION)
 
     def compile(self, source: str, *, expect: ExpectedType, scope: PolicyScope | None = None) -> _BuiltinProgram:
         program = self._environment.compile(source)  # raises CelCompileError

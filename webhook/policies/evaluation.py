@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import weakref
@@ -13,9 +14,10 @@ from webhook import authoring
 from webhook.cel.codegen import FALLBACKS
 from webhook.cel.comprehensions import CostLimitExceeded
 from webhook.patches import PatchError, PatchTestFailed, apply_operations, make_patch
+from webhook.policies import native
 from webhook.policies.apply import merge
 from webhook.policies.cel import CelEvaluationError, Engine, Program
-from webhook.policies.compiled import CompiledMutation, CompiledPolicy, Phase, PolicySet
+from webhook.policies.compiled import CompiledMutation, CompiledPolicy, CompiledValidation, Phase, PolicySet
 from webhook.policies.matching import (
     NAMESPACE_NAME_LABEL,
     ResourceKey,
@@ -23,17 +25,12 @@ from webhook.policies.matching import (
     namespace_selector_matches,
     object_selector_matches,
 )
+from webhook.policies.native import Violation
 from webhook.policies.params import ParamObject, Resolution
 from webhook.policies.scope import PARAMS_BY_POLICY
 from webhook.state import EMPTY, ClusterState, ClusterUnavailable
 
 Status = Literal["pass", "fail", "error"]
-
-
-@dataclass(frozen=True, slots=True)
-class Violation:
-    message: str
-    reason: str = "Forbidden"
 
 
 @dataclass(slots=True)
@@ -53,6 +50,12 @@ class PolicyResult:
             return "error"
         return "fail" if self.violations else "pass"
 
+    def fault(self, message: str, *, direct: bool = False, reason: str = "Invalid") -> None:
+        """A fault; for Kubernetes' kinds also a decision in its place among the validations' (native.Violation)."""
+        self.faults.append(message)
+        if self.policy.binding is not None:
+            self.violations.append(Violation(message, reason, fault=True, error=True, direct=direct))
+
 
 @dataclass(slots=True)
 class RequestContext:
@@ -71,6 +74,8 @@ class RequestContext:
     cluster: ClusterState = EMPTY
     now: datetime.datetime | None = None  # None: the wall clock when a policy asks
     namespace_problem: str | None = None  # set when the live cluster state could not tell the namespace
+    # `authorizer` and `authorizer.requestResource` (webhook.cel.kubernetes.authz), when the engine may use them
+    authorizer_bindings: Mapping[str, Any] = field(default_factory=dict)
 
 
 def namespace_context(policy_set: PolicySet, namespace: str, cluster: ClusterState = EMPTY
@@ -144,6 +149,7 @@ class _PolicyRun:
     def __init__(self, engine: Engine, base: Mapping[str, Any], policy: CompiledPolicy, params: Any) -> None:
         self.engine = engine
         self.programs = policy.variable_programs
+        self.named = policy.binding is None  # the Policy kind names the failed variable; Kubernetes does not
         self.values: dict[str, Any] = {}
         self.errors: dict[str, str] = {}
         run = weakref.ref(self)
@@ -170,7 +176,7 @@ class _PolicyRun:
                 return self.values[name]
             except CelEvaluationError as error:
                 self.errors[name] = str(error)
-        raise CelEvaluationError(f"variables.{name}: {self.errors[name]}")
+        raise CelEvaluationError(f"variables.{name}: {self.errors[name]}" if self.named else self.errors[name])
 
     def evaluate(self, program: Program) -> Any:
         """The plain result; raises CelEvaluationError, also for a failed variable the expression reached."""
@@ -222,6 +228,7 @@ class Evaluator:
                 "oldObject": prepare(context.old_object),
                 "request": prepare(context.request),
                 "namespaceObject": prepare(context.namespace_object),
+                **context.authorizer_bindings,
             })
         return self._bindings[1]
 
@@ -287,26 +294,30 @@ class Evaluator:
             run = _SharedRun(self.engine, activation, policy)
         else:
             run = _PolicyRun(self.engine, self.base_bindings(obj), policy, param.prepared)
-        for name, program in policy.match_conditions:
+        errors: list[str] = []
+        for name, program in policy.match_conditions:  # matchconditions/matcher.go: one false one skips, errors or not
             try:
-                if run.evaluate(program) is not True:
+                if run.evaluate(program) is False:
                     return None
             except CelEvaluationError as error:
-                result.faults.append(f"matchCondition {name!r}: {error}")
-                return None
-        return run
+                errors.append(f"matchCondition {name!r}: {error}" if policy.binding is None else
+                              native.expression_error(program.source, error))
+        if errors:
+            result.faults.extend(errors) if policy.binding is None else result.fault(native.aggregate(errors))
+        return None if errors else run
 
     def _params_of(self, policy: CompiledPolicy, result: PolicyResult) -> tuple[ParamObject, ...]:
         """The params objects to evaluate with; none (with a fault, or for an Allow) when there are none."""
         resolution = self.resolution(policy)
-        if resolution.fault is not None:
-            result.faults.append(resolution.fault)
+        if resolution.fault is not None:  # Kubernetes: a configuration error, denying whatever the validationActions
+            result.fault(f"failed to configure binding: {resolution.fault}" if policy.binding else resolution.fault,
+                         direct=True, reason="Forbidden" if policy.kind == native.MUTATING else "Invalid")
         return resolution.objects
 
     def _unknown(self, policy: CompiledPolicy, result: PolicyResult) -> bool:
         """A policy that depends on namespace labels the live cluster state cannot give now is a fault."""
         if self.context.namespace_problem is not None and policy.needs_namespace:
-            result.faults.append(self.context.namespace_problem)
+            result.fault(self.context.namespace_problem, direct=True)
             return True
         return False
 
@@ -333,6 +344,12 @@ class Evaluator:
         return result
 
     def _validations(self, policy: CompiledPolicy, run: _PolicyRun | _SharedRun, result: PolicyResult) -> None:
+        if policy.binding is not None:  # Kubernetes' kinds: decided as the API server decides (see native.validate)
+            decisions, annotations = native.validate(policy, run.evaluate)
+            result.faults.extend(decision.message for decision in decisions if decision.fault)
+            result.violations.extend(decisions)
+            result.audit_annotations.update(annotations)
+            return
         for validation in policy.validations:
             try:
                 passed = run.evaluate(validation.program)
@@ -347,26 +364,21 @@ class Evaluator:
             except CelEvaluationError as error:
                 result.faults.append(f"auditAnnotation {key!r}: {error}")
                 continue
-            if value is None or value == "":
-                continue
-            if not isinstance(value, str):
+            if isinstance(value, str) and value:
+                result.audit_annotations[key] = value[:10240]
+            elif value is not None and value != "":
                 result.faults.append(f"auditAnnotation {key!r} must evaluate to string or null, "
                                      f"got {type(value).__name__}")
-                continue
-            result.audit_annotations[key] = value[:10240]
 
     @staticmethod
-    def _message(run: _PolicyRun | _SharedRun, validation: Any) -> str:
+    def _message(run: _PolicyRun | _SharedRun, validation: CompiledValidation) -> str:
+        message = None
         if validation.message_program is not None:
-            try:
+            with contextlib.suppress(CelEvaluationError):  # as the API server: fall back to the static message
                 message = run.evaluate(validation.message_program)
-            except CelEvaluationError:
-                message = None  # as the API server: fall back to the static message
-            if isinstance(message, str) and message.strip():
-                return message
-        if validation.message:
-            return str(validation.message)
-        return f"failed expression: {validation.source}"
+        if isinstance(message, str) and message.strip():
+            return message
+        return str(validation.message) if validation.message else f"failed expression: {validation.source}"
 
     def _mutate_one(self, policy: CompiledPolicy, obj: Any) -> tuple[PolicyResult, Any]:
         result = PolicyResult(policy)
@@ -386,7 +398,7 @@ class Evaluator:
             except PatchTestFailed:
                 return PolicyResult(policy), obj
             except (PatchError, CelEvaluationError) as error:
-                result.faults.append(str(error))
+                result.fault(str(error), direct=True)
                 result.patch.clear()
                 return result, obj
         return result, current
@@ -405,7 +417,9 @@ class Evaluator:
                 else:
                     operations = self._operations(run, mutation)
             except CelEvaluationError as error:
-                raise CelEvaluationError(f"mutation {index}: {error}") from error
+                source = getattr(mutation.apply_program or mutation.patches_program, "source", "")  # Kubernetes'
+                raise CelEvaluationError(native.expression_error(source, error) if policy.binding else
+                                         f"mutation {index}: {error}") from error
             current, applied_operations = apply_operations(current, operations)
             result.patch.extend(applied_operations)
         return current

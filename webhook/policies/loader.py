@@ -47,7 +47,7 @@ from webhook.policies.native import (
     with_defaults,
 )
 from webhook.policies.params import ParamStore
-from webhook.policies.scope import PolicyScope, referenced_variables
+from webhook.policies.scope import PolicyScope, outside_strings, referenced_variables
 from webhook.yamlsource import Document, FieldPath, parse_documents, validation_problems
 
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -145,10 +145,9 @@ class _Compiler:
                 f"comprehensions (all, exists, map, filter ...) nest {depth} deep; the limit is "
                 f"{MAX_COMPREHENSION_DEPTH}, because each level multiplies the work by a list's length")))
             return None
-        if _AUTHORIZER.search(source):
-            self.problems.append(document.problem(path, (
-                "`authorizer` needs a connection to a cluster (SubjectAccessReview), which this server does not "
-                "have; see README, Kubernetes policies")))
+        problem = self._authorizer_problem(document, path, source)
+        if problem is not None:
+            self.problems.append(document.problem(path, problem))
             return None
         rewritten = rewrite_object_literals(source) if typed_objects else None
         try:
@@ -158,6 +157,29 @@ class _Compiler:
             self.problems.append(document.expression_problem(
                 path, line=error.line, column=column, message=f"CEL compile error: {error.message}"))
             return None
+
+    def _authorizer_problem(self, document: Document, path: FieldPath, source: str) -> str | None:
+        """Why `source` may not use `authorizer` (None when it does not, or may): the engine has none (no
+        cluster connection, or not the builtin engine), or it is a native policy's messageExpression, where
+        Kubernetes does not declare it."""
+        if "authorizer" not in source:
+            return None
+        code: list[str] = []  # the parts outside string literals
+
+        def keep(part: str) -> str:
+            code.append(part)
+            return part
+
+        outside_strings(source, keep)
+        if not _AUTHORIZER.search(" ".join(code)):
+            return None
+        if self.engine.authorizer_problem is not None:
+            return self.engine.authorizer_problem
+        data = document.data if isinstance(document.data, dict) else {}
+        if path[-1:] == ("messageExpression",) and is_native(str(data.get("apiVersion")), str(data.get("kind"))):
+            return ("`authorizer` is not available in a messageExpression: Kubernetes declares it for expression, "
+                    "matchConditions, variables and auditAnnotations only (the Policy kind allows it here)")
+        return None
 
     # --- YAML --------------------------------------------------------------------------------------
 

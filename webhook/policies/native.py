@@ -9,13 +9,15 @@ binding's validationActions, and whose params come from the binding's paramRef a
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from pydantic import Field, model_validator
 
 from webhook.errors import SourceProblem
-from webhook.policies.cel import ExpectedType, Program
+from webhook.policies.cel import CelEvaluationError, ExpectedType, Program
+from webhook.policies.cel_runtime import OUT_OF_BUDGET
 from webhook.policies.compiled import CompiledMutation, CompiledPolicy, CompiledValidation, CompiledVariable
 from webhook.policies.matching import uses_resource_names
 from webhook.policies.model import (
@@ -379,6 +381,7 @@ def _compile_pair(compiler: Compiler, document: Document, policy: ValidatingPoli
                                        mutation.expression, "any" if field_name == "applyConfiguration" else "list",
                                        scope, typed_objects=True)
             if program is not None:
+                program.source = mutation.expression  # as written, not as rewritten: errors quote it (filter.go)
                 is_apply = mutation.patchType == "ApplyConfiguration"
                 mutations.append(CompiledMutation(None, None, None, None, None, None,
                                                   None if is_apply else program, program if is_apply else None))
@@ -398,3 +401,100 @@ def _compile_pair(compiler: Compiler, document: Document, policy: ValidatingPoli
         param_kind=spec.paramKind, param_ref=binding.spec.paramRef,
         reinvoke=isinstance(policy, MutatingPolicy) and policy.spec.reinvocationPolicy == "IfNeeded",
     )
+
+
+# --- deciding at request time in Kubernetes' words: as plugin/cel/filter.go, webhook/matchconditions/matcher.go,
+# policy/validating/validator.go and dispatcher.go, policy/generic/policy_dispatcher.go -----------------------------
+
+MAX_MESSAGE_EXPRESSION_BYTES = 5 * 1024  # celconfig.MaxEvaluatedMessageExpressionSizeBytes (apis/cel/config.go)
+MAX_AUDIT_ANNOTATION_BYTES = 10 * 1024  # maxAuditAnnotationValueLength (validating/dispatcher.go)
+# Go's strings.TrimSpace (unicode.IsSpace): Python's str.strip() would also take \x1c-\x1f away.
+_GO_SPACE = "\t\n\v\f\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000"
+_CEL_TYPE_NAMES = {bool: "bool", int: "int", float: "double", list: "list", tuple: "list", dict: "map", bytes: "bytes"}
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """A failed validation; for Kubernetes' kinds also a fault in its place (`error`: only under Fail; `direct`: it
+    denies whatever the validationActions)."""
+
+    message: str
+    reason: str = "Forbidden"
+    index: int = 0  # of the validation: the audit record's expressionIndex
+    fault: bool = False
+    error: bool = False
+    direct: bool = False
+
+
+def expression_error(source: str, error: object) -> str:
+    """filter.go: how an expression that failed to evaluate is reported (the expression as written)."""
+    return f"expression '{source}' resulted in error: {error}"
+
+
+def aggregate(errors: list[str]) -> str:
+    """utilerrors.NewAggregate(...).Error(): one error as it is, several as `[a, b]` (the failed matchConditions)."""
+    return errors[0] if len(errors) == 1 else f"[{', '.join(errors)}]"
+
+
+def evaluation_error(message: str, *, index: int = 0, direct: bool = False) -> Violation:
+    return Violation(message, "Invalid", index, fault=True, error=True, direct=direct)
+
+
+def validate(policy: CompiledPolicy, evaluate: Callable[[Program], Any]
+             ) -> tuple[list[Violation], dict[str, str]]:
+    """validator.go: the decisions of the validations in order, and the audit annotations to publish."""
+    decisions: list[Violation] = []
+    for index, validation in enumerate(policy.validations):
+        try:
+            if evaluate(validation.program):
+                continue
+            evaluated = None
+            if validation.message_program is not None:
+                try:
+                    evaluated = evaluate(validation.message_program)
+                except CelEvaluationError as error:  # logged by the API server; the message falls back
+                    if str(error) == OUT_OF_BUDGET:
+                        decisions.append(evaluation_error(f"failed messageExpression: {error}", index=index))
+                        continue
+            decisions.append(Violation(denial_message(validation, evaluated), validation.reason, index))
+        except CelEvaluationError as error:
+            if str(error) == OUT_OF_BUDGET:  # filter.go: the whole evaluation fails, with this decision only
+                return [evaluation_error(OUT_OF_BUDGET)], {}
+            decisions.append(evaluation_error(expression_error(validation.source, error), index=index))
+    annotations: dict[str, str] = {}
+    for key, program in policy.audit_annotations:
+        try:
+            value, problem = annotation_value(program.source, evaluate(program))
+        except CelEvaluationError as error:  # under Fail a denial, whatever the validationActions
+            decisions.append(evaluation_error(expression_error(program.source, error), direct=True))
+            continue
+        if problem is not None:  # a denial even under Ignore
+            decisions.append(Violation(problem, "Invalid", fault=True, direct=True))
+        elif value is not None:
+            annotations[key] = value
+    return decisions, annotations
+
+
+def denial_message(validation: CompiledValidation, evaluated: Any) -> str:
+    """The messageExpression's result trimmed, unless it is not a string, is empty, is longer than 5 KiB or holds a
+    line break; then `message` trimmed; then `failed expression: <expression>`."""
+    message = ""
+    if isinstance(evaluated, str):
+        message = evaluated.strip(_GO_SPACE)
+        if len(message.encode()) > MAX_MESSAGE_EXPRESSION_BYTES or "\n" in message:
+            message = ""
+    if not message and validation.message:
+        message = validation.message.strip(_GO_SPACE)
+    return message or f"failed expression: {validation.source.strip(_GO_SPACE)}"
+
+
+def annotation_value(source: str, value: Any) -> tuple[str | None, str | None]:
+    """(The value to publish, or None to leave the key out; an error): a string trimmed (empty: left out) and cut
+    to 10 KiB, null left out, any other type an error."""
+    if value is None or (isinstance(value, str) and not value.strip(_GO_SPACE)):
+        return None, None
+    if not isinstance(value, str):
+        kind = _CEL_TYPE_NAMES.get(type(value), type(value).__name__)
+        return None, (f"valueExpression '{source}' resulted in unsupported return type: {kind}. "
+                      "Return type must be either string or null.")
+    return value.strip(_GO_SPACE).encode()[:MAX_AUDIT_ANNOTATION_BYTES].decode(errors="ignore"), None

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import webhook.cel.kubernetes.authz as authz
 from webhook.cel import functions
 from webhook.cel.functions import FunctionTable, Kind
 from webhook.cel.kubernetes.formats import FORMATS, Format, named_format, validate
@@ -46,7 +47,8 @@ class Declared:
 
 # The opaque types, by the CEL name Kubernetes gives them, and the type values those names denote (`net.IP` in
 # `type(x) == net.IP`).
-OPAQUE_TYPES: dict[str, type] = {cls.cel_type.name: cls for cls in (Quantity, Semver, URL, IP, CIDR, Format, Image)}
+OPAQUE_TYPES: dict[str, type] = {cls.cel_type.name: cls for cls in (Quantity, Semver, URL, IP, CIDR, Format, Image,
+                                                                    *authz.OPAQUE_TYPES)}
 TYPE_NAMES: dict[str, CelType] = {name: CelType(name) for name in OPAQUE_TYPES}
 _SCALAR_KINDS: dict[str, Kind] = {
     "string": functions.STRING, "int": functions.INT, "uint": functions.UINT, "double": functions.DOUBLE,
@@ -221,7 +223,41 @@ IMAGE = [  # Kubernetes 1.33
     *_function("digest", ("image_digest", True, (IM,), S, lambda image: image.digest)),
 ]
 
-OVERLOADS: list[Declared] = [*QUANTITY, *SEMVER, *REGEX, *URLS, *NETWORK, *LISTS, *FORMAT, *IMAGE]
+AZ, PC, GC, RC, DC = authz.AUTHORIZER, authz.PATH_CHECK, authz.GROUP_CHECK, authz.RESOURCE_CHECK, authz.DECISION
+AUTHZ = [  # Kubernetes 1.27; fieldSelector and labelSelector (the AuthzSelectors library) 1.31
+    *_function("path", ("authorizer_path", True, (AZ, S), PC, authz.path)),
+    *_function("group", ("authorizer_group", True, (AZ, S), GC, authz.group)),
+    *_function("serviceAccount", ("authorizer_serviceaccount", True, (AZ, S, S), AZ, authz.service_account)),
+    *_function("resource", ("groupcheck_resource", True, (GC, S), RC, authz.resource)),
+    *_function("subresource", ("resourcecheck_subresource", True, (RC, S), RC, authz.subresource)),
+    *_function("namespace", ("resourcecheck_namespace", True, (RC, S), RC, authz.namespace)),
+    *_function("name", ("resourcecheck_name", True, (RC, S), RC, authz.name)),
+    *_function("check", ("pathcheck_check", True, (PC, S), DC, authz.check_path),
+               ("resourcecheck_check", True, (RC, S), DC, authz.check_resource)),
+    *_function("errored", ("decision_errored", True, (DC,), B, lambda decision: bool(decision.error))),
+    *_function("error", ("decision_error", True, (DC,), S, lambda decision: decision.error)),
+    *_function("allowed", ("decision_allowed", True, (DC,), B, lambda decision: decision.allowed)),
+    *_function("reason", ("decision_reason", True, (DC,), S, lambda decision: decision.reason)),
+    *_function("fieldSelector", ("authorizer_fieldselector", True, (RC, S), RC, authz.field_selector)),
+    *_function("labelSelector", ("authorizer_labelselector", True, (RC, S), RC, authz.label_selector)),
+]
+
+OVERLOADS: list[Declared] = [*QUANTITY, *SEMVER, *REGEX, *URLS, *NETWORK, *LISTS, *FORMAT, *IMAGE, *AUTHZ]
+
+# Kubernetes versions this library can match (`--kubernetes-version`), and the first version whose base environment
+# has each overload (staging/src/k8s.io/apiserver/pkg/cel/environment/base.go): everything not listed is in 1.30,
+# the oldest supported (URLs, regex, lists 1.0; authz 1.27; quantity 1.28; sets 1.29; IP and CIDR 1.30).
+OLDEST_VERSION, NEWEST_VERSION = (1, 30), (1, 33)
+INTRODUCED: dict[str, tuple[int, int]] = {
+    **{overload.id: (1, 31) for overload in FORMAT},
+    "authorizer_fieldselector": (1, 31), "authorizer_labelselector": (1, 31),  # the AuthzSelectors library
+    **{overload.id: (1, 33) for overload in (*SEMVER, *IMAGE)},
+}
+
+
+def overloads_of(version: tuple[int, int]) -> list[Declared]:
+    """The overloads a Kubernetes API server of `version` declares."""
+    return [overload for overload in OVERLOADS if INTRODUCED.get(overload.id, OLDEST_VERSION) <= version]
 
 
 def function_table(overloads: Iterable[Declared]) -> FunctionTable:
