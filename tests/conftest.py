@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fake_apiserver import FakeAPIServer
 from tests.helpers import TEST_POLICIES, RunningServer, ServerProcess, running_server, start_server_process
 from webhook.config import Settings
 from webhook.policies.cel import ENGINE_NAMES
@@ -44,3 +45,11 @@ def server_processes(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     yield start
     for process in started:
         process.stop()
+
+
+@pytest.fixture
+def api() -> Iterator[FakeAPIServer]:
+    """A small real Kubernetes API server (tests/fake_apiserver.py) for one test, closed after it."""
+    server = FakeAPIServer()
+    yield server
+    server.close()

@@ -8,7 +8,6 @@ import json
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,12 +62,6 @@ def populate(api: FakeAPIServer) -> None:
     api.api_put("apps/v1", "deployments", deployment("web"))
     api.api_put("apps/v1", "deployments", deployment("batch", replicas=1, team=None))
 
-
-@pytest.fixture
-def api() -> Iterator[FakeAPIServer]:
-    server = FakeAPIServer()
-    yield server
-    server.close()
 
 
 @pytest.fixture

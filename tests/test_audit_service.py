@@ -35,12 +35,6 @@ FAST_LEASE = {"lease_seconds": 1, "renew_deadline": 0.6, "retry_period": 0.1}
 HELD_LEASE = {"lease_seconds": 60, "renew_deadline": 40.0, "retry_period": 1.0}
 
 
-@pytest.fixture
-def api() -> Iterator[FakeAPIServer]:
-    server = FakeAPIServer()
-    yield server
-    server.close()
-
 
 class Replica:
     """An audit service as `webhook serve` builds it, with a real policy store and event recorder."""

@@ -113,12 +113,6 @@ def write_policies(directory: Path, *texts: str) -> Path:
     return directory
 
 
-@pytest.fixture
-def api() -> Iterator[FakeAPIServer]:
-    server = FakeAPIServer()
-    yield server
-    server.close()
-
 
 @pytest.fixture
 def served(api: FakeAPIServer, tmp_path: Path, cert_dir: Path) -> Iterator[RunningServer]:

@@ -77,12 +77,6 @@ def cluster_threads() -> list[threading.Thread]:
     return [thread for thread in threading.enumerate() if thread.name.startswith("webhook-cluster-")]
 
 
-@pytest.fixture
-def api() -> Iterator[FakeAPIServer]:
-    server = FakeAPIServer()
-    yield server
-    server.close()
-
 
 @pytest.fixture
 def live(api: FakeAPIServer, tmp_path: Path) -> Iterator[Callable[..., LiveClusterState]]:

@@ -26,12 +26,6 @@ QUOTA = {"example.com/params": "quota"}
 MIB = 1024 * 1024
 
 
-@pytest.fixture
-def api() -> Iterator[FakeAPIServer]:
-    server = FakeAPIServer()
-    yield server
-    server.close()
-
 
 @pytest.fixture
 def live(api: FakeAPIServer, tmp_path: Path) -> Iterator[Callable[..., LiveClusterState]]:

@@ -17,6 +17,7 @@ An error is a `CelError`: raised where it happens, and kept as a value only wher
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 INT64_MIN = -(2**63)
@@ -198,29 +199,23 @@ def equals(left: Any, right: Any) -> bool:
     if kind is type(right):
         if kind in _SCALARS:
             return bool(left == right)
-        if kind is dict:  # JSON objects: strings and ints compared inline, the rest recursively
+        pairs: Iterable[tuple[Any, Any]] | None = None
+        if kind is dict:  # JSON objects and arrays: strings and ints compared inline, the rest recursively
             if len(left) != len(right):
                 return False
-            for key, value in left.items():
-                other = right.get(key, _MISSING) if type(key) is str else map_get(right, key, _MISSING)
-                if other is _MISSING:
-                    return False
+            pairs = ((value, right.get(key, _MISSING) if type(key) is str else map_get(right, key, _MISSING))
+                     for key, value in left.items())
+        elif kind is list:
+            if len(left) != len(right):
+                return False
+            pairs = zip(left, right, strict=True)
+        if pairs is not None:
+            for value, other in pairs:
                 value_kind = type(value)
                 if value_kind is type(other) and (value_kind is str or value_kind is int):
                     if value != other:
                         return False
-                elif not equals(value, other):
-                    return False
-            return True
-        if kind is list:
-            if len(left) != len(right):
-                return False
-            for value, other in zip(left, right, strict=True):
-                value_kind = type(value)
-                if value_kind is type(other) and (value_kind is str or value_kind is int):
-                    if value != other:
-                        return False
-                elif not equals(value, other):
+                elif other is _MISSING or not equals(value, other):
                     return False
             return True
     if isinstance(left, bool) or isinstance(right, bool):
