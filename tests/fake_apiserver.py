@@ -205,6 +205,12 @@ class FakeAPIServer:
             if method == "GET":
                 found = self.objects.get((collection, name))
                 return (200, found) if found else (404, _status(404, "NotFound", f"{collection} {name} not found"))
+            if method == "DELETE":
+                gone = self.objects.pop((collection, name), None)
+                if gone is None:
+                    return 404, _status(404, "NotFound", f"{collection} {name} not found")
+                self._version += 1
+                return 200, _status(200, "Success", f"{collection} {name} deleted") | {"status": "Success"}
             assert body is not None
             object_name = body["metadata"]["name"]
             if method == "POST":

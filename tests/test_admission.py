@@ -7,7 +7,7 @@ import json
 
 import jsonpatch
 
-from tests.helpers import RunningServer, deployment, deployment_review, pod, review
+from tests.helpers import TEST_POLICIES, RunningServer, deployment, deployment_review, pod, review
 
 
 def test_pod_that_satisfies_every_policy_is_allowed(server: RunningServer) -> None:
@@ -148,7 +148,9 @@ def test_python_policy_denies_warns_and_annotates(server: RunningServer) -> None
 def test_python_policy_that_raises_is_a_fault(server: RunningServer) -> None:
     response = server.validate(review(pod(namespace="py-raise")))
     assert response["allowed"] is False
-    assert response["status"]["message"] == "python-raises: policy fault: raised RuntimeError: policy bug"
+    # The policy's own file and line, never a traceback or the server's own frames.
+    assert response["status"]["message"] == (
+        f"python-raises: policy fault: raised RuntimeError: policy bug at {TEST_POLICIES}/python_policies.py:20")
 
 
 def _apply(obj: dict, response: dict) -> dict:

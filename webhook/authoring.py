@@ -189,6 +189,10 @@ def _marker(phase: Phase, *, name: str | None, resources: Sequence[str], api_gro
             namespace_selector: Mapping[str, Any] | None, object_selector: Mapping[str, Any] | None,
             failure_policy: FailurePolicy, params: Any, pod_templates: bool = False, audit: bool = False,
             annotations: Mapping[str, str] | None = None) -> Callable[[F], F]:
+    for keyword, value in (("resources", resources), ("api_groups", api_groups), ("api_versions", api_versions),
+                           ("operations", operations)):
+        if isinstance(value, str):  # list("pods") would be ["p", "o", "d", "s"]: a policy that never matches
+            raise TypeError(f"{keyword} must be a list: write {keyword}=[{value!r}], not {keyword}={value!r}")
     match: dict[str, Any] = {
         "resourceRules": [{
             "apiGroups": list(api_groups),

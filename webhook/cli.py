@@ -156,10 +156,17 @@ def _lint(arguments: argparse.Namespace) -> int:
         sys.stdout.flush()
         print(f"{count} problem{'s' if count != 1 else ''} in {arguments.directory}", file=sys.stderr)
         return 1
-    for note in policy_set.notes:
-        print(f"{note.path}:{note.line}:{note.column}: note: {note.message}")
-    notes = f", {len(policy_set.notes)} note{'s' if len(policy_set.notes) != 1 else ''}" if policy_set.notes else ""
-    print(f"{arguments.directory}: {len(policy_set.policies)} policies, no problems{notes}")
+    for severity, found in (("warning", policy_set.warnings), ("note", policy_set.notes)):
+        for problem in found:
+            print(f"{problem.path}:{problem.line}:{problem.column}: {severity}: {problem.message}")
+    if arguments.strict and policy_set.warnings:  # --strict: warnings are problems
+        count = len(policy_set.warnings)
+        sys.stdout.flush()
+        print(f"{count} warning{'s' if count != 1 else ''} in {arguments.directory} (--strict)", file=sys.stderr)
+        return 1
+    counts = "".join(f", {len(found)} {severity}{'s' if len(found) != 1 else ''}" for severity, found in (
+        ("warning", policy_set.warnings), ("note", policy_set.notes)) if found)
+    print(f"{arguments.directory}: {len(policy_set.policies)} policies, no problems{counts}")
     return 0
 
 
@@ -244,11 +251,40 @@ def _certs(arguments: argparse.Namespace) -> int:
         return 2
 
 
+def _unregister(arguments: argparse.Namespace) -> int:
+    from kubernetes.client.exceptions import ApiException
+    from kubernetes.config import ConfigException
+
+    from webhook import registration
+
+    try:
+        for line in registration.delete(arguments.name, kubeconfig=arguments.kubeconfig, context=arguments.context):
+            print(line)
+    except ConfigException as error:
+        print(f"webhook register --delete: no cluster configuration: {error}", file=sys.stderr)
+        return 2
+    except ApiException as error:
+        print(f"webhook register --delete: the API server refused: {error.status} {error.reason}: {error.body}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
 def _register(arguments: argparse.Namespace) -> int:
     import yaml
 
     from webhook import registration
 
+    if arguments.blast_radius and not arguments.dry_run:
+        print("webhook register: --blast-radius only goes with --dry-run (it applies nothing)", file=sys.stderr)
+        return 2
+    if arguments.delete and arguments.dry_run:
+        print("webhook register: --delete does not go with --dry-run (see what is there with `kubectl get "
+              "validatingwebhookconfigurations,mutatingwebhookconfigurations -l app.kubernetes.io/managed-by=webhook`)",
+              file=sys.stderr)
+        return 2
+    if arguments.delete:
+        return _unregister(arguments)
     try:
         # Only the rules are read here: policies that use `authorizer` load (the serving server checks its own).
         policy_set = load_policy_set(arguments.policies, engine=make_engine(arguments.cel_engine, cluster=True))
@@ -274,6 +310,11 @@ def _register(arguments: argparse.Namespace) -> int:
         print("webhook register: generated configuration does not fit the API:\n" + "\n".join(problems),
               file=sys.stderr)
         return 1
+    if arguments.dry_run and arguments.blast_radius:
+        from webhook.blast_radius import report
+
+        print(report(configurations), end="")
+        return 0
     if arguments.dry_run:
         print(yaml.safe_dump_all(configurations, sort_keys=False), end="")
         return 0
@@ -312,8 +353,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments.command == "test":
         from webhook.testing import command
 
-        return command(arguments.path, policies=arguments.policies, output=arguments.output, engine=make_engine(
-            arguments.cel_engine, kubernetes_version=parse_version(arguments.kubernetes_version)))
+        engine = make_engine(arguments.cel_engine, kubernetes_version=parse_version(arguments.kubernetes_version))
+        return command(arguments.path, policies=arguments.policies, output=arguments.output,
+                       verbose=arguments.verbose, engine=engine)
     return _lint(arguments)
 
 

@@ -180,7 +180,8 @@ def _add_audit(commands: Commands[argparse.ArgumentParser]) -> None:
     source = audit.add_mutually_exclusive_group()
     source.add_argument("--kubeconfig", type=Path, default=None, help="default: $KUBECONFIG or ~/.kube/config")
     source.add_argument("--in-cluster", action="store_true", help="the service account of the Pod this runs in")
-    audit.add_argument("--context", default=None, help="the kubeconfig context (default: its current one)")
+    audit.add_argument("--kube-context", "--context", dest="context", default=None,
+                       help="the kubeconfig context (default: its current one); --context is an alias")
     audit.add_argument("--output", choices=("table", "json"), default="table")
     audit.add_argument("--write-reports", action="store_true", help="write the policy reports once (a complete "
                        "pass only): one per namespace, plus one for cluster-scoped objects")
@@ -283,8 +284,15 @@ def _add_register(commands: Commands[argparse.ArgumentParser]) -> None:
                           "Service's namespace always are)")
     register.add_argument("--timeout-seconds", type=int, choices=range(1, 31), default=5, metavar="1..30")
     register.add_argument("--dry-run", action="store_true", help="print the YAML instead of applying it")
+    register.add_argument("--blast-radius", action="store_true",
+                          help="with --dry-run: print which writes would be refused (Fail) or admitted unchecked "
+                          "(Ignore) while the server is down, instead of the YAML")
+    register.add_argument("--delete", action="store_true",
+                          help="delete the configurations named --name that `webhook register` created (labelled "
+                          "app.kubernetes.io/managed-by=webhook); no policies or CA needed")
     register.add_argument("--kubeconfig", help="default: in-cluster config, then ~/.kube/config")
-    register.add_argument("--context")
+    register.add_argument("--kube-context", "--context", dest="context", default=None,
+                          help="the kubeconfig context (default: its current one); --context is an alias")
 
 
 def _add_test_and_lint(commands: Commands[argparse.ArgumentParser]) -> None:
@@ -295,8 +303,12 @@ def _add_test_and_lint(commands: Commands[argparse.ArgumentParser]) -> None:
     test.add_argument("--cel-engine", choices=ENGINE_NAMES, default=_environment("CEL_ENGINE", DEFAULT_ENGINE))
     _add_kubernetes_version(test)
     test.add_argument("--output", choices=("table", "json"), default="table")
+    test.add_argument("-v", "--verbose", action="store_true",
+                      help="also print the traceback of a Python policy that raised, from the policy function down")
 
     lint = commands.add_parser("lint", help="load a policy directory and print its problems as path:line:column")
     lint.add_argument("directory", type=Path)
+    lint.add_argument("--strict", action="store_true",
+                      help="exit 1 on warnings too (a binding without its policy, a paramRef.name with no object)")
     lint.add_argument("--cel-engine", choices=ENGINE_NAMES, default=_environment("CEL_ENGINE", DEFAULT_ENGINE))
     _add_kubernetes_version(lint)

@@ -1,8 +1,10 @@
 """`webhook register`: the Validating- and MutatingWebhookConfiguration that route requests to this server.
 
-The rules are the union of the loaded policies' resource rules, so the API server only calls for what some
-policy can match (excludes, resourceNames and selectors are then checked here). Policies with
-`failurePolicy: Fail` and `Ignore` go to two webhooks of the same configuration (paths `/validate/fail` and
+The webhooks are planned from the loaded policies (`registration_scope`): grouped by phase, failure policy and
+the selectors known statically, with rules that name only what some policy matches (no cross products, DELETE
+and UPDATE only where a policy judges them), so the API server depends on this server for no more than the
+policies need (excludes, resourceNames and matchConditions are then checked here). Policies with
+`failurePolicy: Fail` and `Ignore` go to separate webhooks of the same configuration (paths `/validate/fail` and
 `/validate/ignore`, each evaluating only its own policies), so that an unreachable server blocks only what
 must not pass unchecked, and no policy is evaluated twice for one request. `kube-system` and the server's
 own namespace are exempt, so the cluster can always be repaired and the webhook's own Pods can always start.
@@ -11,15 +13,19 @@ own namespace are exempt, so the cluster can always be repaired and the webhook'
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from webhook.policies.compiled import Phase, PolicySet
+from webhook.registration_scope import POLICIES_ANNOTATION, plan, scope_suffix
 
 GROUP_VERSION = "admissionregistration.k8s.io/v1"
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 ALWAYS_EXEMPT = ("kube-system",)
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "webhook"
 _KINDS: dict[Phase, str] = {"validate": "ValidatingWebhookConfiguration", "mutate": "MutatingWebhookConfiguration"}
 
 
@@ -43,17 +49,6 @@ class Target:
         return config
 
 
-def _rules(policies: Sequence[Any]) -> list[dict[str, Any]]:
-    """The union of the policies' resource rules, without repeats, in first-seen order."""
-    seen: dict[str, dict[str, Any]] = {}
-    for policy in policies:
-        for rule in policy.match.resourceRules:
-            entry = {"apiGroups": list(rule.apiGroups), "apiVersions": list(rule.apiVersions),
-                     "operations": list(rule.operations), "resources": list(rule.resources), "scope": rule.scope}
-            seen.setdefault(repr(sorted(entry.items())), entry)
-    return list(seen.values())
-
-
 def webhook_configurations(policy_set: PolicySet, *, target: Target, ca_bundle: bytes, name: str = "webhook.dev",
                            own_namespace: str | None = None, exempt_namespaces: Sequence[str] = (),
                            timeout_seconds: int = 5) -> list[dict[str, Any]]:
@@ -62,30 +57,38 @@ def webhook_configurations(policy_set: PolicySet, *, target: Target, ca_bundle: 
     configurations = []
     for phase, kind in _KINDS.items():
         webhooks = []
+        served: dict[str, list[str]] = {}  # webhook name -> the policies its calls can reach
         for failure_policy in ("Fail", "Ignore"):
             policies = [p for p in policy_set.in_phase(phase) if p.failure_policy == failure_policy]
-            if not policies:
-                continue
-            webhook: dict[str, Any] = {
-                "name": f"{failure_policy.lower()}.{phase}.{name}",
-                "clientConfig": target.client_config(f"/{phase}/{failure_policy.lower()}", ca_bundle),
-                "rules": _rules(policies),
-                "failurePolicy": failure_policy,
-                "matchPolicy": "Equivalent",
-                "namespaceSelector": {"matchExpressions": [
-                    {"key": NAMESPACE_NAME_LABEL, "operator": "NotIn", "values": exempt}]},
-                "objectSelector": {},
-                "sideEffects": "NoneOnDryRun",
-                "timeoutSeconds": timeout_seconds,
-                "admissionReviewVersions": ["v1", "v1beta1"],
-            }
-            if phase == "mutate":
-                # Called again when a later mutating webhook changed the object, so our defaults still hold.
-                webhook["reinvocationPolicy"] = "IfNeeded"
-            webhooks.append(webhook)
+            for webhook_plan in plan(policies, exempt=exempt):
+                scope = webhook_plan.scope
+                label = failure_policy.lower() + ("" if scope.is_empty else f"-{scope_suffix(scope)}")
+                while f"{label}.{phase}.{name}" in served:  # two plans with one scope (different rules)
+                    label += "x"
+                namespace_selector = {**scope.namespace_selector, "matchExpressions": [
+                    *scope.namespace_selector.get("matchExpressions", []),
+                    {"key": NAMESPACE_NAME_LABEL, "operator": "NotIn", "values": list(exempt)}]}
+                webhook: dict[str, Any] = {
+                    "name": f"{label}.{phase}.{name}",
+                    "clientConfig": target.client_config(f"/{phase}/{failure_policy.lower()}", ca_bundle),
+                    "rules": webhook_plan.rules,
+                    "failurePolicy": failure_policy,
+                    "matchPolicy": "Equivalent",
+                    "namespaceSelector": namespace_selector,
+                    "objectSelector": scope.object_selector,
+                    "sideEffects": "NoneOnDryRun",
+                    "timeoutSeconds": timeout_seconds,
+                    "admissionReviewVersions": ["v1", "v1beta1"],
+                }
+                if phase == "mutate":
+                    # Called again when a later mutating webhook changed the object, so our defaults still hold.
+                    webhook["reinvocationPolicy"] = "IfNeeded"
+                webhooks.append(webhook)
+                served[webhook["name"]] = list(webhook_plan.policies)
         if webhooks:
             configurations.append({"apiVersion": GROUP_VERSION, "kind": kind,
-                                   "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "webhook"}},
+                                   "metadata": {"name": name, "labels": {MANAGED_BY_LABEL: MANAGED_BY},
+                                                "annotations": {POLICIES_ANNOTATION: json.dumps(served)}},
                                    "webhooks": webhooks})
     return configurations
 
@@ -122,11 +125,8 @@ def _differences(given: Any, known: Any, path: str) -> list[tuple[str, str]]:
     return [] if given == known or (given in ({}, []) and known is None) else [(path, f"{given!r} became {known!r}")]
 
 
-def apply(configurations: Sequence[dict[str, Any]], *, kubeconfig: str | None = None,
-          context: str | None = None) -> list[str]:
-    """Create or replace each configuration through the `kubernetes` client; what was done, per object."""
+def _api(*, kubeconfig: str | None, context: str | None) -> Any:
     from kubernetes import client, config
-    from kubernetes.client.exceptions import ApiException
 
     if kubeconfig is None and context is None:
         try:
@@ -135,7 +135,46 @@ def apply(configurations: Sequence[dict[str, Any]], *, kubeconfig: str | None = 
             config.load_kube_config()  # type: ignore[no-untyped-call]
     else:
         config.load_kube_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
-    api = client.AdmissionregistrationV1Api()
+    return client.AdmissionregistrationV1Api()
+
+
+def delete(name: str, *, kubeconfig: str | None = None, context: str | None = None) -> list[str]:
+    """Delete the two configurations called `name` that `webhook register` created (labelled managed-by
+    webhook); one without that label is someone else's and is left alone. What was done, per object."""
+    from kubernetes.client.exceptions import ApiException
+
+    api = _api(kubeconfig=kubeconfig, context=context)
+    done = []
+    for kind in _KINDS.values():
+        validating = kind == "ValidatingWebhookConfiguration"
+        try:
+            existing = (api.read_validating_webhook_configuration if validating
+                        else api.read_mutating_webhook_configuration)(name)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            done.append(f"{kind} {name} not found")
+            continue
+        labels = (existing.metadata.labels if existing.metadata else None) or {}
+        if labels.get(MANAGED_BY_LABEL) != MANAGED_BY:
+            done.append(f"{kind} {name} left alone: not labelled {MANAGED_BY_LABEL}={MANAGED_BY}")
+            continue
+        try:
+            (api.delete_validating_webhook_configuration if validating
+             else api.delete_mutating_webhook_configuration)(name)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+        done.append(f"{kind} {name} deleted")
+    return done
+
+
+def apply(configurations: Sequence[dict[str, Any]], *, kubeconfig: str | None = None,
+          context: str | None = None) -> list[str]:
+    """Create or replace each configuration through the `kubernetes` client; what was done, per object."""
+    from kubernetes.client.exceptions import ApiException
+
+    api = _api(kubeconfig=kubeconfig, context=context)
     done = []
     for manifest in configurations:
         name = manifest["metadata"]["name"]

@@ -28,6 +28,7 @@ from webhook.policies.compiled import PolicySet
 from webhook.policies.loader import YAML_SUFFIXES, policy_files
 from webhook.policies.model import POLICY_API_VERSION, Model
 from webhook.policies.params import ParamStore
+from webhook.policies.python_faults import PythonFault
 from webhook.reviews import parse_review
 from webhook.state import StaticState
 from webhook.yamlsource import Document, parse_documents, validation_problems
@@ -105,6 +106,7 @@ class CaseResult:
     reasons: list[str]
     diff: str = ""
     response: dict[str, Any] = dataclasses.field(default_factory=dict)
+    tracebacks: list[str] = dataclasses.field(default_factory=list)  # of Python policies that raised (-v)
 
 
 def is_test_document(data: Any) -> bool:
@@ -171,7 +173,7 @@ class _Runner:
         params = ParamStore({key: list(objects) for key, objects in base.params.objects.items()},
                             set(base.params.namespaced))
         for item in test.spec.params:
-            params.add(item, base.engine.prepare)
+            params.replace(item, base.engine.prepare)
         params.finish()
         return dataclasses.replace(base, policies=policies, namespaces=namespaces, params=params, _by_phase={},
                                    _cache={}, _lock=threading.Lock())
@@ -237,7 +239,9 @@ class _Runner:
         if expected_object is not None and expected_object != current:
             reasons.append("the object after mutation differs from the expected object")
             diff = _diff(expected_object, current)
-        return CaseResult(file, line, case.name, not reasons, reasons, diff, response)
+        tracebacks = [fault.policy_traceback for decision in {id(mutate): mutate, id(final): final}.values()
+                      for result in decision.results for fault in result.faults if isinstance(fault, PythonFault)]
+        return CaseResult(file, line, case.name, not reasons, reasons, diff, response, tracebacks)
 
 
 class _CaseError(Exception):
@@ -312,17 +316,21 @@ def run(policy_set: PolicySet, paths: list[Path]) -> tuple[list[CaseResult], lis
     return runner.results, runner.problems
 
 
-def table(results: list[CaseResult]) -> Iterator[str]:
-    """The readable report: one line per case, the reasons and diffs of failures under it."""
+def table(results: list[CaseResult], *, verbose: bool = False) -> Iterator[str]:
+    """The readable report: one line per case, the reasons and diffs of failures under it; with `verbose`, the
+    tracebacks of Python policies that raised (from the policy function down)."""
     for result in results:
         yield f"{'PASS' if result.passed else 'FAIL'}  {result.file}:{result.line}  {result.name}"
         for reason in result.reasons:
             yield f"        {reason}"
         for line in result.diff.splitlines():
             yield f"        {line}"
+        for text in result.tracebacks if verbose else ():
+            yield from (f"        {line}" for line in text.splitlines())
 
 
-def command(path: Path, *, policies: Path | None, engine: Any, output: Literal["table", "json"]) -> int:
+def command(path: Path, *, policies: Path | None, engine: Any, output: Literal["table", "json"],
+            verbose: bool = False) -> int:
     """`webhook test`: 0 when every case passes, 1 on a failing case, 2 when files cannot be used."""
     import sys
 
@@ -347,7 +355,7 @@ def command(path: Path, *, policies: Path | None, engine: Any, output: Literal["
                             "problems": [str(p) for p in problems],
                             "cases": [dataclasses.asdict(r) for r in results]}, option=orjson.OPT_INDENT_2).decode())
     else:
-        for line in table(results):
+        for line in table(results, verbose=verbose):
             print(line)
         print(f"{len(results)} cases in {len(files)} files: {len(results) - failed} passed, {failed} failed"
               + (f", {len(problems)} problems in test files" if problems else ""))

@@ -128,6 +128,7 @@ class PolicySet:
     digest: str
     params: ParamStore = field(default_factory=ParamStore)
     notes: tuple[SourceProblem, ...] = ()  # what `webhook lint` points out without refusing the set
+    warnings: tuple[SourceProblem, ...] = ()  # likely mistakes: `webhook lint` warns, `--strict` refuses the set
     _by_phase: dict[Phase, tuple[CompiledPolicy, ...]] = field(default_factory=dict, repr=False)
     _cache: dict[tuple[Phase, ResourceKey], tuple[CompiledPolicy, ...]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)

@@ -14,7 +14,7 @@ from webhook import authoring
 from webhook.cel.codegen import FALLBACKS
 from webhook.cel.comprehensions import CostLimitExceeded
 from webhook.patches import PatchError, PatchTestFailed, apply_operations, make_patch
-from webhook.policies import native
+from webhook.policies import native, python_faults
 from webhook.policies.apply import merge
 from webhook.policies.cel import CelEvaluationError, Engine, Program
 from webhook.policies.compiled import CompiledMutation, CompiledPolicy, CompiledValidation, Phase, PolicySet
@@ -467,7 +467,7 @@ class Evaluator:
         try:
             returned = policy.python_function(self.python_request(obj, policy.params))
         except Exception as error:  # a policy function may raise anything; it is a fault, not a crash
-            result.faults.append(f"raised {type(error).__name__}: {_describe(str(error))}")
+            result.faults.append(python_faults.fault(error, function=policy.python_function, origin=policy.origin))
             return obj
         items = returned if isinstance(returned, list | tuple) else [returned]
         operations: list[Any] = []

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from webhook.authoring import POLICY_MARK, PythonPolicySpec, import_file, pod_templates_rules
 from webhook.errors import PolicyLoadError, SourceProblem
+from webhook.policies import directory_checks
 from webhook.policies.cel import (
     CelCompileError,
     Engine,
@@ -108,6 +109,20 @@ def fingerprint(directory: Path) -> str:
     return digest.hexdigest()
 
 
+def content_digest(directory: Path) -> str:
+    """The /readyz `digest`: of every file's name inside the directory and its bytes, so that two replicas (or a
+    touched file) with the same files give the same digest, wherever the directory is mounted."""
+    digest = hashlib.sha256()
+    for path in _watched_files(directory):
+        try:
+            content = path.read_bytes()
+        except OSError:
+            continue
+        name = path.relative_to(directory).as_posix().encode()
+        digest.update(b"%d\0%s\0%d\0" % (len(name), name, len(content)) + content)
+    return digest.hexdigest()[:12]
+
+
 class _Compiler:
     """Compiles the documents of one directory; collects problems instead of stopping at the first."""
 
@@ -116,6 +131,7 @@ class _Compiler:
         self.directory = directory
         self.problems: list[SourceProblem] = []
         self.notes: list[SourceProblem] = []  # not errors, but worth an author's attention (`webhook lint`)
+        self.warnings: list[SourceProblem] = []  # likely mistakes: `webhook lint` warns, `--strict` refuses
         self.policies: list[CompiledPolicy] = []
         self.namespaces: dict[str, Any] = {}
         self.native = NativeDocuments()
@@ -373,10 +389,13 @@ class _Compiler:
             else:
                 seen[policy.name] = policy.origin
         self.policies.extend(self.native.compile(self))
+        self.warnings.extend(directory_checks.unmatched_param_refs(self.native, self.params))
 
     def load_params(self) -> None:
         """Objects of a kind some policy names as paramKind are params; other unknown kinds are mistakes."""
         wanted = self.native.param_kinds()
+        params_documents: list[Document] = []
+        unknown: list[Document] = []
         for document in self.other_objects:
             data = document.data
             key = (data["apiVersion"], data["kind"])
@@ -387,13 +406,22 @@ class _Compiler:
                     self.problems.extend(validation_problems(document, error, ("metadata",)))
                     continue
                 self.params.add(data, self.engine.prepare)
+                params_documents.append(document)
             elif key != ("v1", "Namespace"):
-                self.problems.append(document.problem(("kind",), (
-                    f"unknown kind {key[0]}/{key[1]}; this directory takes {POLICY_API_VERSION}/Policy, "
-                    "ValidatingAdmissionPolicy, MutatingAdmissionPolicy and their bindings "
-                    "(admissionregistration.k8s.io v1, v1beta1, v1alpha1), v1/Namespace, objects of a kind "
-                    "a policy names as paramKind, and Python modules")))
+                unknown.append(document)
         self.params.finish()
+        self.problems.extend(directory_checks.duplicate_params(self.params, params_documents))
+        typos, explained = directory_checks.param_kind_typos(self.native, self.params, unknown)
+        self.problems.extend(typos)
+        self.problems.extend(_unknown_kind(document) for document in unknown if id(document) not in explained)
+
+
+def _unknown_kind(document: Document) -> SourceProblem:
+    return document.problem(("kind",), (
+        f"unknown kind {document.data['apiVersion']}/{document.data['kind']}; this directory takes "
+        f"{POLICY_API_VERSION}/Policy, ValidatingAdmissionPolicy, MutatingAdmissionPolicy and their bindings "
+        "(admissionregistration.k8s.io v1, v1beta1, v1alpha1), v1/Namespace, objects of a kind "
+        "a policy names as paramKind, and Python modules"))
 
 
 def _marked_functions(module: ModuleType) -> Iterator[Any]:
@@ -440,5 +468,5 @@ def load_policy_set(directory: Path, *, engine: Engine) -> PolicySet:
     if compiler.problems:
         raise PolicyLoadError(compiler.problems)
     return PolicySet(engine=engine, policies=tuple(compiler.policies), namespaces=compiler.namespaces,
-                     files=tuple(str(p) for p in files), digest=generation, params=compiler.params,
-                     notes=tuple(compiler.notes))
+                     files=tuple(str(p) for p in files), digest=content_digest(directory), params=compiler.params,
+                     notes=tuple(compiler.notes), warnings=tuple(compiler.warnings))

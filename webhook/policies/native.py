@@ -268,6 +268,7 @@ class Compiler(Protocol):
 
     problems: list[SourceProblem]
     notes: list[SourceProblem]
+    warnings: list[SourceProblem]  # what `webhook lint` warns of and `webhook lint --strict` refuses
 
     def compile(self, document: Document, path: FieldPath, source: str, expect: ExpectedType, scope: PolicyScope,
                 *, typed_objects: bool = False) -> Program | None: ...
@@ -333,7 +334,7 @@ class NativeDocuments:
             policy_kind = binding.kind.removesuffix("Binding")
             found = self.policies.get((policy_kind, binding.spec.policyName))
             if found is None:
-                compiler.notes.append(binding_document.problem(("spec", "policyName"), (
+                compiler.warnings.append(binding_document.problem(("spec", "policyName"), (
                     f"{policy_kind} {binding.spec.policyName!r} is not in this directory: the binding does nothing")))
                 continue
             bound.add((policy_kind, binding.spec.policyName))
@@ -403,8 +404,7 @@ def _compile_pair(compiler: Compiler, document: Document, policy: ValidatingPoli
     )
 
 
-# --- deciding at request time in Kubernetes' words: as plugin/cel/filter.go, webhook/matchconditions/matcher.go,
-# policy/validating/validator.go and dispatcher.go, policy/generic/policy_dispatcher.go -----------------------------
+# --- deciding at request time as plugin/cel/filter.go, matchconditions/matcher.go, validating/*.go, generic/*.go ---
 
 MAX_MESSAGE_EXPRESSION_BYTES = 5 * 1024  # celconfig.MaxEvaluatedMessageExpressionSizeBytes (apis/cel/config.go)
 MAX_AUDIT_ANNOTATION_BYTES = 10 * 1024  # maxAuditAnnotationValueLength (validating/dispatcher.go)

@@ -90,6 +90,22 @@ class ParamStore:
             name=str(metadata.get("name", "")), namespace=namespace, labels=labels_of(data) or {}, value=data,
             prepared=prepare(data)))
 
+    def identity(self, data: Mapping[str, Any]) -> tuple[str, str, str, str]:
+        """(apiVersion, kind, namespace, name) of an object, its namespace as `finish` settles it."""
+        metadata = data.get("metadata") or {}
+        key = (str(data["apiVersion"]), str(data["kind"]))
+        namespace = str(metadata.get("namespace") or "") or ("default" if key in self.namespaced else "")
+        return (*key, namespace, str(metadata.get("name", "")))
+
+    def replace(self, data: Mapping[str, Any], prepare: Callable[[Any], Any]) -> None:
+        """Add `data` in place of the object of the same identity (a PolicyTest's params over the directory's)."""
+        self.add(data, prepare)
+        identity = self.identity(data)
+        key = identity[:2]
+        *earlier, added = self.objects[key]
+        self.objects[key] = [o for o in earlier if (o.namespace or ("default" if key in self.namespaced else ""),
+                                                    o.name) != identity[2:]] + [added]
+
     def finish(self) -> None:
         """Objects of a namespaced kind written without a namespace live in `default`, as `kubectl apply` does."""
         for key in self.namespaced:
