@@ -1,11 +1,8 @@
-"""Events on both sides of the outbox.
-
-`EventRecorder` (every serving process): decides which subscribers want an event and appends their rows to
-the process's spool before the admission answer goes out; it never waits for SQLite or a subscriber.
-`EventDeliverer` (one per server: a process of its own under `webhook serve`, or a task in the serving
-process): moves spooled rows into the SQLite outbox, claims due rows with a lease, sends them, and records
-the outcome. On shutdown it drains in-flight sends for a bounded time and hands the rest back.
-"""
+"""Events on both sides of the outbox. `EventRecorder` (every serving process): decides which subscribers want an
+event and appends their rows to the process's spool before the admission answer goes out; it never waits for SQLite
+or a subscriber. `EventDeliverer` (one per server: a process of its own under `webhook serve`, or a task in the
+serving process): moves spooled rows into the SQLite outbox, claims due rows with a lease, sends them, and records
+the outcome. On shutdown it drains in-flight sends for a bounded time and hands the rest back."""
 
 from __future__ import annotations
 
@@ -221,10 +218,9 @@ class EventRecorder:
         self._record_event(attributes, {"subscriber": name, "reason": detail})
 
     def record_audit(self, *, event_type: str, event_id: str, subject: str, data: dict[str, Any]) -> None:
-        """A background audit's change of state (`violation`, `resolved`: see webhook.background_audit.ledger)."""
-        attributes = model.attributes(event_id=event_id, event_type=model.AUDIT_TYPE_PREFIX + event_type,
-                                      source=self.settings.source, subject=subject)
-        self._record_event(attributes, data)
+        """A background audit's change of state (`violation`, `resolved`: webhook.background_audit.ledger)."""
+        self._record_event(model.attributes(event_id=event_id, event_type=model.AUDIT_TYPE_PREFIX + event_type,
+                                            source=self.settings.source, subject=subject), data)
 
 
 class EventDeliverer:
