@@ -7,6 +7,7 @@ import pytest
 
 from tests.fake_apiserver import FakeAPIServer
 from tests.helpers import TEST_POLICIES, RunningServer, ServerProcess, running_server, start_server_process
+from tests.receivers import Answer, Receiver, healthy
 from webhook.config import Settings
 from webhook.policies.cel import ENGINE_NAMES
 
@@ -53,3 +54,18 @@ def api() -> Iterator[FakeAPIServer]:
     server = FakeAPIServer()
     yield server
     server.close()
+
+
+@pytest.fixture
+def receivers() -> Iterator[Callable[..., Receiver]]:
+    """Make real HTTP subscriber receivers on 127.0.0.1 (healthy by default); all closed after the test."""
+    made: list[Receiver] = []
+
+    def make(behaviour: Callable[[int], Answer] = healthy) -> Receiver:
+        receiver = Receiver(behaviour)
+        made.append(receiver)
+        return receiver
+
+    yield make
+    for receiver in made:
+        receiver.close()

@@ -15,7 +15,7 @@ import yaml
 from standardwebhooks.webhooks import Webhook
 
 from tests.helpers import TEST_POLICIES, RunningServer, pod, review, running_server, wait_for
-from tests.receivers import Answer, Receiver, healthy, refused_url
+from tests.receivers import healthy, refused_url
 from webhook.cli import main
 from webhook.config import Settings
 from webhook.events.outbox import Outbox
@@ -23,19 +23,6 @@ from webhook.events.outbox import Outbox
 FAST_RETRY = {"maxAttempts": 4, "initialDelaySeconds": 0.05, "maxDelaySeconds": 0.2}
 ADMISSION = [{"prefix": {"type": "dev.webhook.admission."}}]
 
-
-@pytest.fixture
-def receivers() -> Iterator[Callable[..., Receiver]]:
-    made: list[Receiver] = []
-
-    def make(behaviour: Callable[[int], Answer] = healthy) -> Receiver:
-        receiver = Receiver(behaviour)
-        made.append(receiver)
-        return receiver
-
-    yield make
-    for receiver in made:
-        receiver.close()
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from tests.helpers import TEST_POLICIES, RunningServer, ServerProcess, pod, review, running_server, wait_for
-from tests.receivers import Answer, Receiver, healthy, refused_url
+from tests.receivers import Receiver, healthy, refused_url
 from webhook.cli import main
 from webhook.config import Settings
 from webhook.events.outbox import DeliveryRecord, Outbox
@@ -37,19 +37,6 @@ KEEP_RETRYING = {"maxAttempts": 100, "initialDelaySeconds": 0.05, "maxDelaySecon
 NEVER_SOON = {"maxAttempts": 50, "initialDelaySeconds": 60}
 MiB = 1024 * 1024
 
-
-@pytest.fixture
-def receivers() -> Iterator[Callable[..., Receiver]]:
-    made: list[Receiver] = []
-
-    def make(behaviour: Callable[[int], Answer] = healthy) -> Receiver:
-        receiver = Receiver(behaviour)
-        made.append(receiver)
-        return receiver
-
-    yield make
-    for receiver in made:
-        receiver.close()
 
 
 def _subscribers_file(tmp_path: Path, subscribers: list[dict[str, Any]]) -> Path:

@@ -9,7 +9,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -252,22 +252,11 @@ def _certs(arguments: argparse.Namespace) -> int:
 
 
 def _unregister(arguments: argparse.Namespace) -> int:
-    from kubernetes.client.exceptions import ApiException
-    from kubernetes.config import ConfigException
 
     from webhook import registration
 
-    try:
-        for line in registration.delete(arguments.name, kubeconfig=arguments.kubeconfig, context=arguments.context):
-            print(line)
-    except ConfigException as error:
-        print(f"webhook register --delete: no cluster configuration: {error}", file=sys.stderr)
-        return 2
-    except ApiException as error:
-        print(f"webhook register --delete: the API server refused: {error.status} {error.reason}: {error.body}",
-              file=sys.stderr)
-        return 1
-    return 0
+    return _print_cluster_lines("webhook register --delete", lambda: registration.delete(
+        arguments.name, kubeconfig=arguments.kubeconfig, context=arguments.context))
 
 
 def _register(arguments: argparse.Namespace) -> int:
@@ -318,20 +307,9 @@ def _register(arguments: argparse.Namespace) -> int:
     if arguments.dry_run:
         print(yaml.safe_dump_all(configurations, sort_keys=False), end="")
         return 0
-    from kubernetes.client.exceptions import ApiException
-    from kubernetes.config import ConfigException
 
-    try:
-        for line in registration.apply(configurations, kubeconfig=arguments.kubeconfig, context=arguments.context):
-            print(line)
-    except ConfigException as error:
-        print(f"webhook register: no cluster configuration: {error}", file=sys.stderr)
-        return 2
-    except ApiException as error:
-        print(f"webhook register: the API server refused: {error.status} {error.reason}: {error.body}",
-              file=sys.stderr)
-        return 1
-    return 0
+    return _print_cluster_lines("webhook register", lambda: registration.apply(
+        configurations, kubeconfig=arguments.kubeconfig, context=arguments.context))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -361,3 +339,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+def _print_cluster_lines(command: str, lines: Callable[[], Iterable[str]]) -> int:
+    """Print what a call to the API server reports; 2 without a cluster configuration, 1 when it refuses."""
+    from kubernetes.client.exceptions import ApiException
+    from kubernetes.config import ConfigException
+
+    try:
+        for line in lines():
+            print(line)
+    except ConfigException as error:
+        print(f"{command}: no cluster configuration: {error}", file=sys.stderr)
+        return 2
+    except ApiException as error:
+        print(f"{command}: the API server refused: {error.status} {error.reason}: {error.body}", file=sys.stderr)
+        return 1
+    return 0
